@@ -1,0 +1,58 @@
+"""``GroundTruthSegmenter``: the renderer's exact labels, as a segmenter.
+
+Dissecting a toy-world model does not need a trained segmenter: the scenes come
+with pixel-exact labels. This segmenter follows the ``Segmenter`` protocol
+(``concepts``, ``categories``) but cannot label arbitrary images; it reads the
+labels from the batch instead (``segment_batch``), which ``dissect`` uses when a
+segmenter provides it.
+
+>>> from netdissect_widgets.toyworld import GroundTruthSegmenter, SceneDataset
+>>> from torch.utils.data import DataLoader
+>>> batch = next(iter(DataLoader(SceneDataset(8), batch_size=8)))
+>>> GroundTruthSegmenter().segment_batch(batch).shape
+torch.Size([8, 4, 64, 64])
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from .concepts import CHANNELS, CONCEPTS
+
+
+class GroundTruthSegmenter:
+    """Segmenter that returns the toy world's own labels (batch element 2)."""
+
+    def __init__(self) -> None:
+        self.concepts: list[str] = CONCEPTS.names
+        self.categories: list[str] = CONCEPTS.categories
+        self.channels: tuple[str, ...] = CHANNELS
+
+    def segment(self, images: torch.Tensor) -> torch.Tensor:
+        """Not possible: raises ``TypeError`` (use :meth:`segment_batch`)."""
+        raise TypeError(
+            "GroundTruthSegmenter cannot segment images on their own: it returns the labels the "
+            "toy-world renderer drew. Call segment_batch(batch) with a batch from a SceneDataset "
+            "(image, label, seg), or use toyworld.load_segmenter() to segment arbitrary images "
+            "(e.g. generator outputs).")
+
+    def segment_batch(self, batch: Sequence[Any]) -> torch.Tensor:
+        """The labels ``batch[2]`` of a ``SceneDataset`` batch, checked: ``(N, 4, H, W)`` int64."""
+        if not isinstance(batch, (tuple, list)) or len(batch) < 3:
+            raise TypeError("segment_batch expects a SceneDataset batch (images, labels, seg); "
+                            f"got {type(batch).__name__}"
+                            + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else ""))
+        images, seg = batch[0], batch[2]
+        if not isinstance(seg, torch.Tensor):
+            raise TypeError(f"batch[2] must be the seg tensor of a SceneDataset batch, got {type(seg).__name__}")
+        if seg.dtype != torch.int64 or seg.dim() != 4 or seg.shape[1] != len(CHANNELS):
+            raise ValueError(f"batch[2] must be int64 (N, {len(CHANNELS)}, H, W) concept ids; got "
+                             f"{seg.dtype} {tuple(seg.shape)}")
+        if isinstance(images, torch.Tensor) and images.dim() == 4 and (
+                images.shape[0] != seg.shape[0] or images.shape[-2:] != seg.shape[-2:]):
+            raise ValueError(f"images {tuple(images.shape)} and seg {tuple(seg.shape)} do not match in "
+                             "batch size or height/width")
+        if seg.numel() and (int(seg.min()) < 0 or int(seg.max()) >= len(CONCEPTS)):
+            raise ValueError(f"batch[2] holds ids outside 0..{len(CONCEPTS) - 1}; is it a toy-world batch?")
+        return seg
