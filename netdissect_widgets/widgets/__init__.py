@@ -1,0 +1,43 @@
+"""Notebook widgets over a Dissection: browse units, ablate them, paint with them.
+
+* :class:`UnitBrowser` -- every unit of a dissected layer as a tile (sort, filter,
+  pages, detail view with heatmap, best concepts and activation histogram).
+* :class:`AblationPanel` -- switch a classifier's units off and watch the top-5
+  predictions and the per-class balanced accuracy change.
+* :class:`PaintCanvas` -- GANPaint: paint a concept's units into (or out of) a
+  region of a generated image.
+* :class:`ConceptSummary` -- how many units match each concept, coloured by category.
+
+All are stock ipywidgets / ipycanvas compositions (no custom JavaScript): they
+work in JupyterLab 4, Notebook 7 and VS Code. Images travel as PNG bytes.
+Units are numbered from 0 everywhere. An error inside any handler is shown in
+the widget's red ``ndw-error`` area and the widget keeps working. The CSS
+classes each widget carries (for styling and browser tests) are listed in its
+module's docstring.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = ["UnitBrowser", "AblationPanel", "PaintCanvas", "ConceptSummary"]
+
+_MODULES = {
+    "UnitBrowser": "unit_browser",
+    "AblationPanel": "ablation_panel",
+    "PaintCanvas": "paint_canvas",
+    "ConceptSummary": "concept_summary",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'netdissect_widgets.widgets' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
