@@ -103,7 +103,7 @@ class _Tile(VBox):
         self.title.add_class("ndw-unit-title")
         self.image = Image(format="png", layout=Layout(width=f"{thumb_width}px"))
         self.image.add_class("ndw-unit-images")
-        self.button = Button(description="details", layout=Layout(width="90px"))
+        self.button = Button(description="details", layout=Layout(width="140px"))
         self.button.add_class("ndw-unit-open")
         super().__init__(
             [self.title, self.image, self.button],
