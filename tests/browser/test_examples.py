@@ -1,0 +1,357 @@
+"""The example notebooks in a real browser: run all cells, then use the widgets like a user.
+
+Each test opens one notebook from ``examples/`` (copied into the server's
+temporary root) in JupyterLab, runs all its cells, and then clicks, selects and
+paints with the mouse. What the page shows is checked against the notebook's
+running kernel (``lab.kernel().json(code)`` executes code next to the
+notebook's own variables), so a test fails when the browser and the Python
+side disagree, not only when nothing happens.
+
+Set ``NDW_SCREENSHOTS=docs/images`` to also write the widget pictures used by
+the documentation (``widget_unit_browser.png``, ``widget_ablation_panel.png``,
+``widget_paint_canvas.png``); normal runs write nothing into the repository.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.browser.conftest import REPO, copy_notebook
+from tests.conftest import require
+
+pytestmark = pytest.mark.browser
+
+EXAMPLES = REPO / "examples"
+NB_DISSECT = "01_dissect_a_classifier.ipynb"
+NB_ABLATION = "02_ablation.ipynb"
+NB_PAINT = "03_paint_a_gan.ipynb"
+
+
+def _screenshot(page, locator, name: str, max_height: int = 1600) -> None:
+    """Write a documentation picture of a widget when NDW_SCREENSHOTS names a folder.
+
+    The widget is scrolled to the top of the notebook panel and the window is made
+    tall enough to show it whole (up to ``max_height`` px), so no toolbar covers it.
+    """
+    folder = os.environ.get("NDW_SCREENSHOTS")
+    if not folder:
+        return
+    out = Path(folder)
+    if not out.is_absolute():
+        out = REPO / out
+    out.mkdir(parents=True, exist_ok=True)
+    viewport = page.viewport_size
+    try:
+        for _ in range(2):  # resize, then scroll again in the new layout
+            locator.evaluate("e => e.scrollIntoView({block: 'start'})")
+            box = locator.bounding_box()
+            height = min(box["height"], max_height)
+            if box["y"] + height + 40 > page.viewport_size["height"]:  # 40: room for the status bar
+                page.set_viewport_size({"width": viewport["width"], "height": int(box["y"] + height + 60)})
+        page.wait_for_timeout(300)  # let the images repaint after the resize
+        box = locator.bounding_box()
+        page.screenshot(path=str(out / name), animations="disabled",
+                        clip={"x": box["x"], "y": box["y"], "width": box["width"],
+                              "height": min(box["height"], max_height)})
+    finally:
+        page.set_viewport_size(viewport)
+
+
+def _open_and_run(lab, jupyter_root, notebook: str, ui: str = "lab") -> None:
+    copy_notebook(EXAMPLES / notebook, jupyter_root)
+    lab.open(notebook, ui=ui)
+    lab.run_all(timeout=300_000)
+
+
+def _tile_units(page) -> list[int]:
+    """Unit numbers of the visible tiles, in page order (from each tile's 'unit N details' button)."""
+    texts = page.locator(".ndw-unit-browser .ndw-unit-tile:visible .ndw-unit-open").all_inner_texts()
+    return [int(re.search(r"unit (\d+)", t).group(1)) for t in texts]
+
+
+def _wait_tiles(page, expected: list[int], timeout: float = 30_000) -> None:
+    """Wait until the visible tiles show exactly the units ``expected``, in order."""
+    page.wait_for_function(
+        """(expected) => {
+            const tiles = [...document.querySelectorAll('.ndw-unit-browser .ndw-unit-tile')]
+                .filter(t => t.offsetParent !== null);
+            const units = tiles.map(t => {
+                const m = /unit (\\d+)/.exec(t.querySelector('.ndw-unit-open').innerText);
+                return m ? Number(m[1]) : -1; });
+            return JSON.stringify(units) === JSON.stringify(expected);
+        }""",
+        arg=expected,
+        timeout=timeout,
+    )
+
+
+# ------------------------------------------------------------------------------------------
+def test_unit_browser_sort_filter_page_detail(lab, jupyter_root):
+    _open_and_run(lab, jupyter_root, NB_DISSECT)
+    page, k = lab.page, lab.kernel()
+
+    # the notebook runs on the kernel of this environment (the project's venv)
+    import sys
+
+    assert k.json("import sys, json; print(json.dumps(sys.prefix))") == sys.prefix
+
+    # the concept summary above the browser shows its chart
+    chart = page.locator(".ndw-concept-summary img.ndw-concept-chart")
+    chart.wait_for()
+    assert chart.get_attribute("src").startswith("blob:")
+
+    first = k.json("import json; print(json.dumps(browser.page_units))")
+    assert len(first) > 1
+    _wait_tiles(page, first)
+    # every visible tile shows its top images
+    srcs = page.locator(".ndw-unit-tile:visible img.ndw-unit-images").evaluate_all("els => els.map(e => e.src)")
+    assert len(srcs) == len(first) and all(s.startswith("blob:") for s in srcs)
+
+    # next page: the kernel moves on and the tiles show the next units
+    page.locator(".ndw-page-next").click()
+    page.wait_for_function("() => document.querySelector('.ndw-page-label').innerText.includes('page 2 of')")
+    state = k.json("import json; print(json.dumps([browser.page, browser.page_units]))")
+    assert state[0] == 1 and state[1] != first
+    _wait_tiles(page, state[1])
+
+    # sort by IoU: back to page 1, best unit first
+    page.locator(".ndw-sort select").select_option("iou")
+    k.wait_for("browser.sort_by == 'iou'")
+    by_iou = k.json(
+        "import json; print(json.dumps([browser.sort_by, browser.page, browser.page_units,"
+        " [float(d.labels[u].iou) for u in browser.page_units]]))"
+    )
+    assert by_iou[0] == "iou" and by_iou[1] == 0
+    assert by_iou[3] == sorted(by_iou[3], reverse=True)
+    best = k.json("import json; print(json.dumps(max(range(d.num_units), key=lambda u: (d.labels[u].iou, -u))))")
+    assert by_iou[2][0] == best
+    _wait_tiles(page, by_iou[2])
+    _screenshot(page, page.locator(".ndw-unit-browser"), "widget_unit_browser.png")
+
+    # filter by concept text (applied on Enter): only that concept's units remain
+    concept = k.json("import json; print(json.dumps(d.labels[%d].concept))" % best)
+    box = page.locator(".ndw-filter-concept input")
+    box.fill(concept)
+    box.press("Enter")
+    k.wait_for(f"browser.concept_filter == {concept!r}")
+    page.wait_for_function(
+        "(c) => [...document.querySelectorAll('.ndw-unit-tile')].filter(t => t.offsetParent !== null)"
+        ".every(t => t.querySelector('.ndw-unit-title').innerText.includes(c))",
+        arg=concept,
+    )
+    filtered = k.json("import json; print(json.dumps([browser.concept_filter, browser.visible_units,"
+                      f" [u for u in range(d.num_units) if {concept!r} in d.labels[u].concept]]))")
+    assert filtered[0] == concept
+    assert sorted(filtered[1]) == filtered[2]
+    _wait_tiles(page, k.json("import json; print(json.dumps(browser.page_units))"))
+
+    # click a tile: the detail view opens on that unit with its heatmap
+    detail = page.locator(".ndw-detail")
+    assert not detail.is_visible()
+    tile_unit = _tile_units(page)[0]
+    page.locator(".ndw-unit-tile:visible .ndw-unit-open").first.click()
+    detail.wait_for(state="visible")
+    page.wait_for_function(
+        "(u) => document.querySelector('.ndw-detail-title').innerText.includes('unit ' + u + ' ')",
+        arg=tile_unit,
+    )
+    assert k.json("import json; print(json.dumps(browser.selected_unit))") == tile_unit
+    heat = page.locator("img.ndw-detail-heatmap")
+    assert heat.get_attribute("src").startswith("blob:")
+    page.locator(".ndw-detail-close").click()
+    detail.wait_for(state="hidden")
+    assert k.json("import json; print(json.dumps(browser.selected_unit))") is None
+
+
+# ------------------------------------------------------------------------------------------
+_PICK_UNITS = """
+import json, torch
+from netdissect_widgets.intervene import predict as _predict
+_img = panel.data[panel.image_index][0][None]
+_p0 = _predict(model, _img).softmax(-1)[0]
+_top = int(_p0.argmax())
+_effect = []
+for _u in range(panel.num_units):
+    _p = _predict(model, _img, ablate={layer: [_u]}).softmax(-1)[0]
+    _effect.append(float(_p0[_top] - _p[_top]))
+print(json.dumps(sorted(range(panel.num_units), key=lambda u: -_effect[u])[:3]))
+"""
+
+_EXPECTED_BARS = """
+_p = _predict(model, _img, ablate={layer: panel.ablated}).softmax(-1)[0]
+_v, _i = _p.topk(5)
+print(json.dumps([panel.ablated, [f"{100 * float(v):.1f}%" for v in _v],
+                  [panel.class_names[int(i)] for i in _i]]))
+"""
+
+
+def test_ablation_panel_toggles_change_predictions(lab, jupyter_root):
+    _open_and_run(lab, jupyter_root, NB_ABLATION)
+    page, k = lab.page, lab.kernel()
+    bars = page.locator(".ndw-pred-bars")
+    bars.wait_for()
+    before = bars.inner_text()
+    assert "0 units ablated" in before
+
+    units = k.json(_PICK_UNITS)  # the 3 units whose removal hurts this image's top class most
+    for u in units:
+        toggle = page.locator(".ndw-unit-toggle").get_by_text(str(u), exact=True)
+        toggle.click()
+        page.wait_for_function(
+            "(u) => [...document.querySelectorAll('.ndw-unit-toggle')]"
+            ".some(b => b.innerText.trim() === String(u) && b.classList.contains('mod-active'))",
+            arg=u,
+        )
+    page.wait_for_function("() => document.querySelector('.ndw-pred-bars').innerText.includes('3 units ablated')")
+    ablated, percents, names = k.json(_EXPECTED_BARS)
+    assert ablated == sorted(units)
+    after = bars.inner_text()
+    # the ablated column shows the kernel's ablated top-5, and it differs from the intact one
+    ablated_column = after.split("3 units ablated", 1)[1]
+    for name, pct in zip(names, percents):
+        assert re.search(re.escape(name) + r"\s*(✓)?\s*" + re.escape(pct), ablated_column), (name, pct, after)
+    intact_column = after.split("3 units ablated", 1)[0]
+    assert re.findall(r"\d+\.\d%", intact_column) != re.findall(r"\d+\.\d%", ablated_column)
+
+    # "ablate all '<concept>' units" switches a whole concept group off at once
+    group = k.json("import json; print(json.dumps([panel.groups.children[0].units]))")[0]
+    page.locator(".ndw-concept-ablate").first.click()
+    expected = sorted(set(units) | set(group))
+    page.wait_for_function(
+        "(n) => document.querySelector('.ndw-pred-bars').innerText.includes(n + ' units ablated')",
+        arg=len(expected))
+    assert k.json("import json; print(json.dumps(panel.ablated))") == expected
+    _wait_active_toggles(page, expected)
+
+    # restore all: toggles off, bars back to the intact predictions
+    page.locator(".ndw-reset").click()
+    page.wait_for_function("() => document.querySelector('.ndw-pred-bars').innerText.includes('0 units ablated')")
+    _wait_active_toggles(page, [])
+    assert k.json("import json; print(json.dumps(panel.ablated))") == []
+
+    # rank the units for the class (beach), type k = 40 into the slider's readout, remove the top k
+    readout = page.locator(".ndw-topk .widget-readout")
+    readout.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type("40")
+    page.keyboard.press("Enter")
+    k.wait_for("panel.k == 40")
+    page.locator(".ndw-rank").click()
+    page.wait_for_function("() => !document.querySelector('.ndw-remove-topk').disabled", timeout=120_000)
+    page.locator(".ndw-remove-topk").click()
+    page.wait_for_function("() => document.querySelector('.ndw-pred-bars').innerText.includes('40 units ablated')")
+    top40 = k.json("import json; print(json.dumps(sorted(panel.ranking[:40].tolist())))")
+    assert k.json("import json; print(json.dumps(panel.ablated))") == top40
+    _wait_active_toggles(page, top40)
+
+    # the held-out accuracy is recomputed in the background; the table shows the kernel's numbers
+    page.wait_for_function("() => document.querySelector('.ndw-accuracy-status').innerText.includes('up to date')",
+                           timeout=120_000)
+    shown = page.locator(".ndw-accuracy tr").evaluate_all(
+        "rows => rows.map(r => [...r.querySelectorAll('td')].map(td => td.innerText.trim()))"
+        ".filter(cells => cells.length === 4)")
+    expected_acc = k.json(
+        "import json\nfrom netdissect_widgets.intervene import class_accuracy as _ca\n"
+        "_acc = _ca(model, test_set, {layer: panel.ablated})\n"
+        "print(json.dumps([[n, f'{100 * float(a):.1f}'] for n, a in zip(panel.class_names, _acc)]"
+        " + [['mean', f'{100 * float(_acc.mean()):.1f}']]))")
+    assert [[row[0], row[2]] for row in shown] == expected_acc
+    # removing the class's own top units hurts that class
+    beach = shown[0]
+    assert beach[0] == "beach" and float(beach[2]) < float(beach[1]), shown
+    _screenshot(page, page.locator(".ndw-ablation-panel"), "widget_ablation_panel.png", max_height=900)
+
+
+def _wait_active_toggles(page, units: list[int], timeout: float = 10_000) -> None:
+    """Wait until exactly the toggles of ``units`` are shown as on (class ``mod-active``)."""
+    page.wait_for_function(
+        "(units) => JSON.stringify([...document.querySelectorAll('.ndw-unit-toggle.mod-active')]"
+        ".map(b => Number(b.innerText.trim())).sort((a, b) => a - b)) === JSON.stringify(units)",
+        arg=sorted(units), timeout=timeout)
+
+
+# ------------------------------------------------------------------------------------------
+_PAINT_STATE = """
+print(json.dumps({"runs": painter.generator_runs, "strokes": len(painter.strokes),
+                  "width": painter.width, "height": painter.height, "concept": painter.concept}))
+"""
+
+_CONCEPT_SHARE = """
+import json, torch
+import torch.nn.functional as _F
+_cid = list(segmenter.concepts).index(painter.concept)
+_mask = torch.from_numpy(painter.mask)[None, None]
+
+def _share(image):
+    labels = segmenter.segment(image[None].float())            # (1, L, h, w)
+    hit = (labels == _cid).any(1, keepdim=True).float()
+    region = _F.interpolate(_mask, size=hit.shape[-2:], mode="nearest") > 0
+    return float(hit[region].mean())
+
+_ys, _xs = torch.nonzero(_mask[0, 0] > 0, as_tuple=True)
+print(json.dumps({"before": _share(painter.original_image), "after": _share(painter.edited_image),
+                  "painted": int(_ys.numel()), "cx": float(_xs.float().mean() + 0.5),
+                  "cy": float(_ys.float().mean() + 0.5)}))
+"""
+
+
+def test_paint_canvas_stroke_adds_concept(lab, jupyter_root):
+    _open_and_run(lab, jupyter_root, NB_PAINT)
+    page, k = lab.page, lab.kernel()
+    widget = page.locator(".ndw-paint")
+    widget.wait_for()
+    concept = k.json("import json; print(json.dumps(concept))")  # the concept the notebook measures
+    page.locator(".ndw-paint-concept select").select_option(label=concept)
+    k.wait_for(f"painter.concept == {concept!r}")
+    state0 = k.json(_PAINT_STATE)
+    assert state0["concept"] == concept and state0["runs"] >= 1 and state0["strokes"] == 0
+
+    edited = page.locator("img.ndw-paint-edited")
+    src0 = edited.get_attribute("src")
+    assert src0.startswith("blob:")
+    canvas = page.locator(".ndw-paint-canvas")
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    # one zig-zag stroke over the middle of the image
+    xs, ys = (0.3, 0.7), (0.35, 0.45, 0.55, 0.65)
+    points = [(box["x"] + box["width"] * xs[i % 2], box["y"] + box["height"] * y) for i, y in enumerate(ys)]
+    page.mouse.move(*points[0])
+    page.mouse.down()
+    for p in points[1:]:
+        page.mouse.move(*p, steps=15)
+    page.mouse.up()
+    page.wait_for_function("(s) => document.querySelector('img.ndw-paint-edited').src !== s", arg=src0)
+    if os.environ.get("NDW_SCREENSHOTS"):
+        page.mouse.move(box["x"] - 20, box["y"] - 20)
+        _screenshot(page, widget, "widget_paint_canvas.png")
+
+    state1 = k.json(_PAINT_STATE)
+    assert state1["strokes"] == 1
+    assert state1["runs"] == state0["runs"] + 1, "the generator must run once per stroke, not per mouse move"
+    share = k.json(_CONCEPT_SHARE)
+    assert share["painted"] > 0
+    # the painted region is where the mouse went (canvas px -> image px)
+    cx = sum(p[0] - box["x"] for p in points) / len(points) * state1["width"] / box["width"]
+    cy = sum(p[1] - box["y"] for p in points) / len(points) * state1["height"] / box["height"]
+    assert abs(share["cx"] - cx) < 3 and abs(share["cy"] - cy) < 3, (share, cx, cy)
+    print("painted concept share in the region (before, after):", share["before"], share["after"])
+    # and the painted concept grew inside it
+    assert share["after"] > share["before"], share
+
+
+# ------------------------------------------------------------------------------------------
+def test_unit_browser_renders_in_notebook7(lab, jupyter_root):
+    import importlib.util
+
+    require(importlib.util.find_spec("notebook") is not None,
+            "Notebook 7 is not installed (pip install 'notebook>=7')")
+    _open_and_run(lab, jupyter_root, NB_DISSECT, ui="notebook")
+    page = lab.page
+    first = lab.kernel().json("import json; print(json.dumps(browser.page_units))")
+    _wait_tiles(page, first)
+    srcs = page.locator(".ndw-unit-tile:visible img.ndw-unit-images").evaluate_all("els => els.map(e => e.src)")
+    assert len(srcs) == len(first) and all(s.startswith("blob:") for s in srcs)
+    assert "jupyter-notebook" in page.url or "/notebooks/" in page.url
