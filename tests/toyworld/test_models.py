@@ -174,3 +174,28 @@ def test_train_command_runs_into_temp_folder(tmp_path):
         assert manifest[name]["metrics"]
         loaders.load_model(name, weights_dir=tmp_path)
     assert {n: sha256_file(loaders.WEIGHTS_DIR / f"{n}.pt") for n in loaders.MODEL_NAMES} == shipped
+
+
+def test_classifier_head_is_sparse_and_stage2_refits_only_the_head(weights_copy):
+    shipped = loaders.load_classifier()
+    entry = load_json(loaders.WEIGHTS_DIR / loaders.MANIFEST)["models"]["classifier"]["training"]
+    assert entry["head_refit"]["l1"] > 0
+    # the shipped head reads few conv5 units per class (stage 2's L1 penalty)
+    per_class = (shipped.fc.linear.weight != 0).sum(1)
+    assert per_class.min() >= 1 and per_class.float().mean() <= 8, per_class
+
+    code = train.main(["classifier-head", "--out", str(weights_copy), "--device", "cpu", "--train-size", "200",
+                       "--heldout-size", "50", "--head-steps", "300", "--head-l1", "0.05", "--workers", "0",
+                       "--no-progress"])
+    assert code == 0
+    manifest = load_json(weights_copy / loaders.MANIFEST)["models"]["classifier"]
+    assert manifest["sha256"] == sha256_file(weights_copy / "classifier.pt")
+    assert manifest["training"]["steps"] == entry["steps"]  # stage 1's facts are kept
+    assert manifest["training"]["head_refit"]["l1"] == 0.05
+    assert manifest["training"]["head_refit"]["train_size"] == 200
+    refit = loaders.load_classifier(weights_dir=weights_copy)
+    before, after = shipped.state_dict(), refit.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("fc."))  # conv layers frozen
+    assert not torch.equal(before["fc.linear.weight"], after["fc.linear.weight"])
+    assert (after["fc.linear.weight"] != 0).sum() <= 256 * 10 // 4
+    assert manifest["metrics"]["heldout_accuracy"] >= 0.9
