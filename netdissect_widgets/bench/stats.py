@@ -84,7 +84,7 @@ def _rank_error(pool: torch.Tensor, est: torch.Tensor, levels: list[float]) -> f
 
 def bench_quantile(rows: int, bandwidth: float, batch: int = 8192, pool_rows: int = 65536) -> dict:
     pool = _pool(pool_rows)
-    reps = max(1, rows // pool_rows)
+    reps = max(1, -(-rows // pool_rows))  # whole passes over the pool, at least ``rows`` rows
     total = reps * pool_rows
     q = Quantile()
     q.add(pool[:batch])  # warm-up on a throwaway statistic below
@@ -104,8 +104,8 @@ def bench_quantile(rows: int, bandwidth: float, batch: int = 8192, pool_rows: in
     t_maps = _timeit(lambda: qm.add(maps), repeat=2)
     maps_rate = maps.shape[0] * 196 / t_maps
     del qm
-    # state (count table, min/max) plus the reusable key and weight buffers of one block
-    memory = sum(t.numel() * t.element_size() for t in (q.table, q._min, q._max, q._ones, q._keys) if t is not None)
+    # state (count table, min/max, NaN counts) plus the reusable per-thread key buffers
+    memory = sum(t.numel() * t.element_size() for t in (q.table, q._min, q._max, q.nan_count, *q._bufs))
     # exact baseline: store every value, sort per unit at the end
     base_rows = min(total, 200_000)
 

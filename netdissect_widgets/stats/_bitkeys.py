@@ -7,7 +7,9 @@ relative wide (truncation of the float to bfloat16).  Counting per-unit keys is
 an exact, order-independent, mergeable summary of a stream.
 
 Storage column of a value: ``c = int16(high bits) + 32768``, which is one strided
-view plus one add (no sign fix-up in the hot loop).  That column order is not the
+view plus one add (no sign fix-up in the hot loop); equivalently, on the float's
+int32 bits, ``(bits >> 16) + 32768`` with an arithmetic shift, which reads the
+bits contiguously (``Quantile.add``'s main path).  That column order is not the
 value order for negative numbers; :data:`ORDER` lists the columns in increasing
 value order, and :func:`edges` gives each ordered bin's exact float edges.
 """

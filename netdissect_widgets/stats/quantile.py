@@ -15,10 +15,12 @@ exact ``[min, max]`` (so constant units are exact).  The bins holding ``-0``/``+
 (ReLU outputs) are exact there.  The rank error is below the mass of one bin,
 and in practice far smaller because the density is nearly linear inside a bin.
 
-Speed: per value, one 16-bit read into a unit-major int32 key (``(rows, units)``
-input is transposed on the 16-bit keys only) and one ``index_add_``, run over
-disjoint unit ranges in parallel (``_parallel``).  Min/max are row-wise
-reductions.  Float64 input is binned and min/max-ed at float32 precision.
+Speed (CPU): no transpose and no int64 index.  Units are split into blocks of
+32 shared among a few threads (``_parallel``); per block, the float bits become
+table slots ``(bits >> 16) + offset`` in a small int32 buffer counted by one
+``index_add_`` with a stride-0 weight of 1.  A block's slots stay in cache, and
+threads never share a slot (exact).  Min/max are reduced over row slices.  Float64 input is binned and
+min/max-ed at float32 precision.
 
 >>> q = Quantile(); q.add(torch.randn(10000, 3)); q.quantiles([0.5, 0.99]).shape
 torch.Size([3, 2])
@@ -31,14 +33,14 @@ import numpy as np
 import torch
 
 from . import _bitkeys
-from ._parallel import index_add_rows
+from . import _parallel
 from .base import Stat, check_nan_mode, nan_units, raise_nan
 
 __all__ = ["Quantile"]
 
-_CHUNK = 1 << 22  # values per internal block (bounds temporary memory to ~40 MiB)
+_CHUNK = 1 << 22  # values per internal block
 _INT32_LIMIT = (1 << 31) - 1
-_TILE = 512  # rows per transpose tile (measured ~3x faster than one strided copy)
+_BLOCK_UNITS = 32  # units per counting block on CPU: their slots stay in cache (32, 64 measured alike)
 
 
 class Quantile(Stat):
@@ -65,8 +67,8 @@ class Quantile(Stat):
         self._max: torch.Tensor | None = None
         self.nan_count: torch.Tensor | None = None
         self._rows = 0  # upper bound of any one bin's count (for the int32 -> int64 spill)
-        self._ones: torch.Tensor | None = None  # reusable buffers (not state)
-        self._keys: torch.Tensor | None = None
+        self._bufs: list[torch.Tensor] = []  # reusable per-thread key buffers (not state)
+        self._off: torch.Tensor | None = None
 
     def config(self) -> dict:
         return {"type": "Quantile", "nan": self.nan}
@@ -92,19 +94,19 @@ class Quantile(Stat):
         x = self._place(x)
         if self.table is None:
             self._init(units, x.device)
-        step = max(1, _CHUNK // max(units, 1))
         if x.ndim == 2:
-            if x.t().is_contiguous() and x.dtype == torch.float32 and x.shape[0] > 1:
-                for i in range(0, x.shape[0], step):  # already unit-major: no transpose needed
-                    self._add_block(x.t()[:, i:i + step], (1,))
-            else:
-                for i in range(0, x.shape[0], step):
-                    self._add_rows(x[i:i + step].float().contiguous())
+            # (rows, units) -> (rows, units, 1); unit-major storage -> (1, units, rows), no copy
+            x = x.t().unsqueeze(0) if x.shape[0] > 1 and x.t().is_contiguous() else x.unsqueeze(2)
         else:
             x = x.reshape(x.shape[0], units, -1)
-            per = max(1, _CHUNK // max(x.shape[1] * x.shape[2], 1))
-            for i in range(0, x.shape[0], per):
-                self._add_block(x[i:i + per].float().contiguous(), (0, 2))
+        if x.shape[0] == 1:  # one long run per unit: split it along the run
+            step = max(1, _CHUNK // max(units, 1))
+            chunks = (x[:, :, i:i + step] for i in range(0, x.shape[2], step))
+        else:
+            per = max(1, _CHUNK // max(units * x.shape[2], 1))
+            chunks = (x[i:i + per] for i in range(0, x.shape[0], per))
+        for chunk in chunks:
+            self._add_maps(chunk if chunk.dtype == torch.float32 else chunk.float())
 
     def _init(self, units: int, device: torch.device) -> None:
         self.table = torch.zeros(units, _bitkeys.NUM_KEYS, dtype=torch.int32, device=device)
@@ -120,27 +122,85 @@ class Quantile(Stat):
         view[unit_axis] = units
         return off.view(view)
 
-    def _add_rows(self, rows: torch.Tensor) -> None:
-        """Row-major ``(rows, units)`` float32 block: reduce in place, transpose only the 16-bit keys."""
-        if rows.numel() == 0:
+    def _add_maps(self, x: torch.Tensor) -> None:
+        """Count a float32 ``(n, units, s)`` block (any strides), by unit blocks on a few threads.
+
+        Thread ``i`` takes the min/max of slice ``i`` of the rows, then, per unit block
+        of its unit range, turns the float bits into table slots
+        ``(bits >> 16) + unit * 65536 + 32768`` in a small buffer counted by one
+        ``index_add_``; a block's slots stay in cache and threads never share a slot.
+        NaN shows in the min/max afterwards: then the counts are subtracted again
+        (exact integers) and the weighted path runs instead.
+        """
+        if x.numel() == 0:
             return
-        lo, hi = rows.amin(0), rows.amax(0)
-        if self._nan_check(lo, hi):
-            self._add_block(rows.t().contiguous(), (1,))  # rare NaN path
+        units, per_unit = x.shape[1], x.shape[0] * x.shape[2]
+        parts = _parallel.num_parts(x.numel(), x.device, units)
+        blocks = _unit_blocks(units, parts, _BLOCK_UNITS if x.device.type == "cpu" else units)
+        lo = torch.empty(parts, units, dtype=x.dtype, device=x.device)
+        hi = torch.empty_like(lo)
+        # min/max by slices along the longer of dims 0 and 2 (all units at once: the reduction's
+        # fast path; narrow unit blocks that are not a multiple of 32 wide reduce ~20x slower)
+        dim = 0 if x.shape[0] >= x.shape[2] else 2
+        cuts = [x.shape[dim] * i // parts for i in range(parts + 1)]
+        rows_before = self._rows
+        self._spill(per_unit)
+        flat = self.table.view(-1)
+        off = self._unit_offsets()
+        width = max(b - a for part in blocks for a, b in part)
+        bufs = self._scratch(parts, width * per_unit)
+        bits = x.view(torch.int32)
+
+        def count(i: int, weight: int = 1) -> None:
+            if weight > 0:
+                piece = x.narrow(dim, cuts[i], cuts[i + 1] - cuts[i])
+                if piece.numel():
+                    torch.amin(piece, dim=(0, 2), out=lo[i])
+                    torch.amax(piece, dim=(0, 2), out=hi[i])
+                else:
+                    lo[i], hi[i] = float("inf"), float("-inf")
+            one = torch.full((1,), weight, dtype=flat.dtype, device=flat.device)
+            for a, b in blocks[i]:
+                src = bits[:, a:b]
+                keys = bufs[i][: src.numel()].view(src.shape)
+                torch.bitwise_right_shift(src, 16, out=keys)  # arithmetic: the signed high half
+                keys.add_(off[a:b])
+                flat.index_add_(0, keys.view(-1), one.expand(keys.numel()))
+
+        _parallel.run_parts(count, parts)
+        lo, hi = lo.amin(0), hi.amax(0)
+        if self._nan_check(lo, hi):  # rare: undo exactly, then count with weights (or raise)
+            _parallel.run_parts(lambda i: count(i, -1), parts)
+            self._rows = rows_before
+            self._add_block(x.contiguous(), (0, 2))
             return
-        high = _bitkeys.high_bits(rows)
-        keys = self._buffer(rows.numel()).view(rows.shape[1], rows.shape[0])
-        tile = _TILE if rows.device.type == "cpu" else rows.shape[0]
-        for r in range(0, rows.shape[0], tile):  # transpose and widen int16 -> int32, cache-sized tiles on CPU
-            keys[:, r:r + tile].copy_(high[r:r + tile].t())
-        keys.add_(self._offsets(keys.shape, 0))
-        self._count_keys(keys, None, lo, hi)
+        self._min = torch.minimum(self._min, lo.double())
+        self._max = torch.maximum(self._max, hi.double())
+
+    def _unit_offsets(self) -> torch.Tensor:
+        """``(units, 1)`` int32 slot offsets ``unit * 65536 + 32768`` (cached)."""
+        off = self._off
+        if off is None or off.shape[0] != self.table.shape[0] or off.device != self.table.device:
+            off = self._off = self._offsets((self.table.shape[0], 1), 0)
+        return off
+
+    def _scratch(self, parts: int, n: int) -> list[torch.Tensor]:
+        """``parts`` reusable int32 key buffers of at least ``n`` entries each."""
+        dev = self.table.device
+        if (len(self._bufs) < parts or any(b.numel() < n or b.device != dev for b in self._bufs[:parts])):
+            self._bufs = [torch.empty(n, dtype=torch.int32, device=dev) for _ in range(parts)]
+        return self._bufs[:parts]
+
+    def _spill(self, per_unit: int) -> None:
+        """Widen the table to int64 before adding ``per_unit`` values per unit could overflow int32."""
+        if self.table.dtype == torch.int32 and self._rows + per_unit > _INT32_LIMIT:
+            self.table = self.table.long()
+        self._rows += per_unit
 
     def _add_block(self, block: torch.Tensor, reduce_dims: tuple[int, ...]) -> None:
-        """Unit-major block: ``(units, rows)`` (reduce_dims (1,)) or ``(N, units, S)`` ((0, 2))."""
+        """Weighted path for blocks with NaN: ``(N, units, S)`` contiguous, reduce_dims (0, 2)."""
         if block.numel() == 0:
             return
-        unit_major = reduce_dims == (1,)
         lo, hi = block.amin(dim=reduce_dims), block.amax(dim=reduce_dims)
         weights = None
         if self._nan_check(lo, hi):
@@ -149,45 +209,26 @@ class Quantile(Stat):
             if self.nan == "raise":
                 raise_nan(nan_units(nans), "Quantile.add")
             self.nan_count += nans
-            weights = (~isnan).to(torch.int32)
-            weights = weights if unit_major else weights.transpose(0, 1).reshape(weights.shape[1], -1)
+            weights = (~isnan).to(torch.int32).transpose(0, 1).reshape(block.shape[1], -1)
             inf = torch.tensor(float("inf"), device=block.device)
             lo = torch.where(isnan, inf, block).amin(dim=reduce_dims)
             hi = torch.where(isnan, -inf, block).amax(dim=reduce_dims)
-        units = block.shape[0 if unit_major else 1]
-        keys = self._buffer(block.numel())
-        high = _bitkeys.high_bits(block)
-        if unit_major:  # (units, rows)
-            torch.add(high, self._offsets(block.shape, 0), out=keys.view(block.shape))
-        else:  # (N, units, S) -> keys written unit-major (units, N, S)
-            out = keys.view(units, block.shape[0], block.shape[2])
-            torch.add(high.transpose(0, 1), self._offsets(out.shape, 0), out=out)
-        self._count_keys(keys.view(units, -1), weights, lo, hi)
-
-    def _nan_check(self, lo: torch.Tensor, hi: torch.Tensor) -> bool:
-        """True when NaN is present (min/max propagate NaN); raises under ``nan="raise"`` later."""
-        return bool(torch.isnan(lo).any() | torch.isnan(hi).any())
-
-    def _buffer(self, n: int) -> torch.Tensor:
-        if self._keys is None or self._keys.numel() < n or self._keys.device != self.table.device:
-            self._keys = torch.empty(n, dtype=torch.int32, device=self.table.device)
-        return self._keys[:n]
-
-    def _count_keys(self, keys: torch.Tensor, weights: torch.Tensor | None,
-                    lo: torch.Tensor, hi: torch.Tensor) -> None:
-        """Count unit-major ``keys (units, per_unit)`` (optionally weighted) and update min/max."""
-        per_unit = keys.shape[1]
+        units = block.shape[1]
+        keys = torch.empty(block.numel(), dtype=torch.int32, device=block.device)
+        out = keys.view(units, block.shape[0], block.shape[2])  # keys written unit-major (units, N, S)
+        torch.add(_bitkeys.high_bits(block).transpose(0, 1), self._offsets(out.shape, 0), out=out)
+        keys = keys.view(units, -1)
         self._min = torch.minimum(self._min, lo.double())
         self._max = torch.maximum(self._max, hi.double())
-        if self.table.dtype == torch.int32 and self._rows + per_unit > _INT32_LIMIT:
-            self.table = self.table.long()
-        self._rows += per_unit
+        self._spill(keys.shape[1])
         if weights is None:
-            if self._ones is None or self._ones.numel() < keys.numel() or self._ones.device != keys.device:
-                self._ones = torch.ones(max(keys.numel(), 1024), dtype=torch.int32, device=keys.device)
-            weights = self._ones[: keys.numel()].view(keys.shape)
+            weights = torch.ones(1, dtype=torch.int32, device=keys.device).expand(keys.shape)
         flat = self.table.view(-1)
-        index_add_rows(flat, keys, weights.to(flat.dtype))
+        flat.index_add_(0, keys.reshape(-1), weights.reshape(-1).to(flat.dtype))
+
+    def _nan_check(self, lo: torch.Tensor, hi: torch.Tensor) -> bool:
+        """True when NaN is present (min/max propagate NaN)."""
+        return bool(torch.isnan(lo).any() | torch.isnan(hi).any())
 
     # -- merging and state -----------------------------------------------------
     def merge(self, other: "Quantile") -> None:
@@ -244,7 +285,7 @@ class Quantile(Stat):
         self.nan_count = torch.from_numpy(np.array(d["nan_count"], dtype=np.int64)).to(device)
 
     def to(self, device: str | torch.device) -> "Quantile":
-        self._ones = self._keys = None
+        self._bufs, self._off = [], None
         return super().to(device)
 
     # -- readouts --------------------------------------------------------------
@@ -303,3 +344,13 @@ class Quantile(Stat):
             val = torch.where(total > 0, val, torch.full_like(val, float("nan")))
             out[u0:u0 + step] = val
         return out
+
+
+def _unit_blocks(units: int, parts: int, width: int) -> list[list[tuple[int, int]]]:
+    """Split ``range(units)`` into ``parts`` contiguous ranges, each cut into blocks of <= ``width`` units."""
+    width = max(1, min(width, -(-units // parts)))
+    out = []
+    for i in range(parts):
+        a, b = units * i // parts, units * (i + 1) // parts
+        out.append([(u, min(u + width, b)) for u in range(a, b, width)])
+    return out
