@@ -1,0 +1,44 @@
+"""Network dissection of one layer: what concept does each unit detect?
+
+>>> d = dissect(model, "conv5", dataset, segmenter)          # doctest: +SKIP
+>>> print(d.summary())                                       # doctest: +SKIP
+>>> d.unit_strip(12)       # unit 12 (0-based): top images, region outlined  # doctest: +SKIP
+>>> d.to_html("report/"); d.save("dissection/")              # doctest: +SKIP
+
+The method (Bau et al., PNAS 2020): each unit's activation maps are upsampled
+to the segmentation resolution and thresholded at the unit's **level**, the
+value at quantile ``level`` of all its activations over the dataset (**level
+0.99 = the top 1% of pixels**). The region above the level is compared with
+each concept mask of a segmenter by IoU over the whole dataset; the unit's label
+is its best concept, a match when IoU > 0.04.
+
+How it is computed (fast and exact): one model pass stores the layer's
+low-resolution activations and the segmentations; the levels (exact order
+statistics) and IoUs are then computed unit by unit from the stored tensors,
+upsampling only the images whose low-resolution maximum can reach the level
+(bilinear upsampling never exceeds the maximum of the values it mixes). See
+:mod:`._run` (the pass, the cache) and :mod:`._compute` (levels, IoU).
+
+Modules: :mod:`._run` (:func:`dissect`), :mod:`.result` (:class:`Dissection`,
+:class:`UnitLabel`), :mod:`.render` (pictures), :mod:`.report` (HTML).
+"""
+from __future__ import annotations
+
+import sys
+import types
+
+from ._run import dissect
+from .result import Dissection, UnitLabel
+
+__all__ = ["dissect", "Dissection", "UnitLabel"]
+
+
+class _CallableModule(types.ModuleType):
+    """This package shares its name with :func:`dissect`; importing it as a submodule makes
+    ``netdissect_widgets.dissect`` refer to the package, so the package forwards calls."""
+
+    def __call__(self, *args, **kwargs):  # noqa: D401
+        return dissect(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

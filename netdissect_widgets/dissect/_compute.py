@@ -1,0 +1,303 @@
+"""Exact per-unit levels and IoU from the stored low-resolution activations.
+
+One model pass stores each unit's low-resolution maps ``A (N, U, h, w)`` and the
+segmentations. Everything else is computed here, for chunks of units at once,
+upsampling only the blocks (see :mod:`._upsample`) where a unit can be above a
+bound:
+
+1. blocks with a corner cell above the bound (a cheap boolean test on ``A``);
+2. of those, blocks whose own maximum (at one of its 4 corner pixels) is above it;
+3. their values, computed exactly as the dense upsampling would.
+
+**Level** of unit u (numpy's ``linear`` quantile of all its ``N*H*W`` upsampled
+values at ``level``): the first bound is the quantile at ``1 - 1.5 (1 - level)``
+of a random sample of upsampled values. If enough computed values exceed it, the
+top order statistics are all among them and the level is exact. Otherwise the
+unit is redone alone with lower bounds (low-res quantiles, then the unit's
+minimum, below which no value lies, which is always exact).
+
+**IoU**: the region ``up > level`` lies in the blocks whose maximum exceeds the
+level; its pixels are gathered sparsely and their concepts counted
+(:class:`PixelLabels`: one key per pixel when the label combinations are few).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from ._upsample import Upsampler
+
+
+def _order_stats_needed(total: int, level: float) -> tuple[int, float]:
+    """``(r0, frac)``: the level is ``(1-frac) * v[r0] + frac * v[r0 - 1]`` in descending order."""
+    p = level * (total - 1)
+    lo = math.floor(p)
+    return total - 1 - lo, p - lo
+
+
+def _float32_below(t: float) -> float:
+    """The largest float32 <= t: for float32 x, ``x > t`` exactly when ``x > _float32_below(t)``."""
+    t32 = np.float32(t)
+    if float(t32) > t:
+        t32 = np.nextafter(t32, np.float32(-np.inf))
+    return float(t32)
+
+
+def _tol(v: float) -> float:
+    # the rounding of an interpolation may exceed its largest corner by an ulp: keep a margin.
+    # (No margin at 0: a block whose corners are all <= 0 has no value > 0.)
+    return 1e-5 * abs(v)
+
+
+class PixelLabels:
+    """The segmentation, flat: concept ids ``ids (N*H*W, L)`` and, when there are few distinct
+    label combinations, one combination code per pixel, so that counting a region's concepts
+    costs one key per pixel instead of ``L``.
+
+    ``keys(pix)`` gives per-pixel keys ``(K,)`` or ``(K, L)`` in ``[0, n_keys)``; per-unit counts of
+    keys ``(U, n_keys)`` become per-concept counts with ``to_concepts``.
+    """
+
+    MAX_KEYS = 1 << 22  # at most U * n_keys counters
+
+    def __init__(self, seg: np.ndarray, n_concepts: int, n_units: int, device: torch.device) -> None:
+        flat = np.ascontiguousarray(seg).reshape(-1, seg.shape[-1])
+        self.n_concepts = n_concepts
+        self.ids = torch.from_numpy(np.array(flat)).to(device)
+        self.codes = None
+        self.n_keys = n_concepts
+        L = flat.shape[1]
+        if flat.dtype == np.uint8 and L <= 4 and L > 1:
+            packed = np.zeros(len(flat), dtype=np.uint32)
+            for c in range(L):
+                packed |= flat[:, c].astype(np.uint32) << np.uint32(8 * c)
+            combos, inverse = np.unique(packed, return_inverse=True)
+            if len(combos) * n_units <= self.MAX_KEYS:
+                self.codes = torch.from_numpy(inverse.astype(np.int64).reshape(-1)).to(device)
+                self.n_keys = len(combos)
+                matrix = np.zeros((len(combos), n_concepts), dtype=np.int64)
+                for c in range(L):
+                    np.add.at(matrix, (np.arange(len(combos)), (combos >> np.uint32(8 * c)) & np.uint32(255)), 1)
+                matrix[:, 0] = 0
+                self.matrix = matrix
+
+    def keys(self, pix: torch.Tensor) -> torch.Tensor:
+        if self.codes is not None:
+            return self.codes.index_select(0, pix)
+        return self.ids.index_select(0, pix).long()
+
+    def to_concepts(self, counts: np.ndarray) -> np.ndarray:
+        return counts @ self.matrix if self.codes is not None else counts
+
+
+def unit_level_and_counts(
+    maps: torch.Tensor,
+    cmax: torch.Tensor,
+    seg_flat: torch.Tensor,
+    upsample: Upsampler,
+    level: float,
+    n_concepts: int,
+    bounds: Iterable[tuple[float, bool]],
+    chunk: int = 1 << 22,
+) -> tuple[float, torch.Tensor, int]:
+    """Exact level, per-concept intersection counts and indicator size for one unit.
+
+    Parameters
+    ----------
+    maps : (N, h, w) low-res activations of the unit (any float dtype).
+    cmax : (N, Gy, Gx) block corner maxima (``upsample.corner_max(maps)``).
+    seg_flat : (N * H * W, L) integer concept ids, pixels in ``(n, y, x)`` order.
+    bounds : ``(bound, is_last)`` pairs: lower bounds for the level, tried in
+        order (may be lazy); the last one must be <= every value (the unit's
+        low-res minimum).
+
+    Returns
+    -------
+    level : the largest float32 not above the exact quantile, so that
+        comparing float32 activations with it (``up > level``) is exact.
+    counts : (C,) int64 pixels of the region per concept (0 for concept 0).
+    unit_count : pixels of the region.
+    """
+    n = maps.shape[0]
+    H, W = upsample.out_size
+    r0, frac = _order_stats_needed(n * H * W, level)
+    need = r0 + 1
+    block = upsample.y.coords.shape[1] * upsample.x.coords.shape[1]
+    t = cand = vals = None
+    for b, last in bounds:
+        cand = torch.nonzero(cmax > b - _tol(b))
+        if cand.shape[0] * block < need and not last:
+            continue
+        vals = _block_values(maps, cand, upsample, chunk)
+        big = vals[vals > b]
+        if big.numel() >= need:
+            v0, v1 = _two_largest_at(big, r0)
+        elif last:
+            # every value not above b equals b (b is the minimum): the order statistics are known
+            v0 = _two_largest_at(big, r0)[0] if r0 < big.numel() else float(b)
+            v1 = _two_largest_at(big, r0 - 1)[0] if 1 <= r0 <= big.numel() else float(b)
+        else:
+            continue
+        t = v0 + frac * (v1 - v0) if frac > 0 else v0
+        break
+    assert t is not None and cand is not None and vals is not None  # the last bound always decides
+    t = _float32_below(t)
+    # the region: only blocks whose corner max exceeds the level can hold pixels above it
+    sel = cmax[cand[:, 0], cand[:, 1], cand[:, 2]] > t - _tol(t)
+    cand, vals = cand[sel], vals[sel]
+    where = torch.nonzero(vals > t)
+    counts = torch.zeros(n_concepts, dtype=torch.int64, device=maps.device)
+    if where.shape[0]:
+        labels = seg_flat[upsample.block_pixels(cand[:, 0], cand[:, 1], cand[:, 2], where)]  # (P, L)
+        counts += torch.bincount(labels.reshape(-1).long(), minlength=n_concepts)
+        counts[0] = 0
+    return t, counts, int(where.shape[0])
+
+
+def chunk_levels_and_counts(
+    maps: torch.Tensor,
+    seg_flat: torch.Tensor,
+    upsample: Upsampler,
+    level: float,
+    n_concepts: int,
+    first_bounds: torch.Tensor,
+    later_bounds: Callable[[int], Iterable[tuple[float, bool]]],
+    budget: int = 1 << 24,
+    pixel_labels: PixelLabels | None = None,
+    fixed_levels: Sequence[float] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`unit_level_and_counts` for a chunk of units at once (same results, fewer operations).
+
+    Parameters
+    ----------
+    maps : (N, U, h, w) low-res activations of ``U`` units.
+    first_bounds : (U,) first lower bound of each unit's level.
+    later_bounds : ``later_bounds(u)`` gives the remaining ``(bound, is_last)``
+        pairs of unit ``u``, used (one unit at a time) when the first bound
+        leaves too few values above it.
+    budget : most block values computed at once.
+    pixel_labels : the same segmentation as ``seg_flat`` prepared for fast counting
+        (default: made here).
+    fixed_levels : (U,) levels to use instead of searching them (e.g. estimated
+        from a sample); the regions and counts are then exact for these levels.
+
+    Returns
+    -------
+    levels (U,) float32, counts (U, C) int64, unit_counts (U,) int64.
+    """
+    N, U, h, w = maps.shape
+    H, W = upsample.out_size
+    r0, frac = _order_stats_needed(N * H * W, level)
+    need = r0 + 1
+    dev = maps.device
+    y, x = upsample.y, upsample.x
+    Gy, Gx, Sy, Sx = y.coords.shape[0], x.coords.shape[0], y.coords.shape[1], x.coords.shape[1]
+    tables = upsample.tables(h, w)
+    maps_t = maps.transpose(0, 1).contiguous()                 # (U, N, h, w): candidates come out by unit
+    flat_maps = maps_t.view(-1)
+    if fixed_levels is not None:
+        fixed = torch.tensor([_float32_below(float(v)) for v in fixed_levels], device=dev)
+        first_bounds = fixed
+    b = first_bounds.to(maps_t)
+    # stage 1: blocks with a corner cell above the bound (flat index over (U, N, Gy, Gx))
+    hot = maps_t > (b - 1e-5 * b.abs())[:, None, None, None]
+    cand = torch.nonzero(upsample.corner_any(hot).view(-1)).squeeze(1)
+    del hot
+    per_unit = torch.bincount(cand // (N * Gy * Gx), minlength=U).tolist()
+    levels = np.zeros(U, dtype=np.float32)
+    counts = np.zeros((U, n_concepts), dtype=np.int64)
+    unit_counts = np.zeros(U, dtype=np.int64)
+    fallback: list[int] = []
+    if pixel_labels is None:
+        pixel_labels = PixelLabels(seg_flat.cpu().numpy(), n_concepts, U, dev)
+    key_counts = torch.zeros((U, pixel_labels.n_keys), dtype=torch.int64, device=dev)
+    start, u0 = 0, 0
+    while u0 < U:
+        u1, size = u0, 0
+        while u1 < U and (u1 == u0 or (size + per_unit[u1]) * Sy * Sx <= budget):
+            size += per_unit[u1]
+            u1 += 1
+        p = cand[start : start + size]
+        start += size
+        blk, un = p % (Gy * Gx), p // (Gy * Gx)               # block type; unit * N + image
+        abcd = flat_maps[(un * (h * w))[:, None] + tables["corner_offsets"][blk]].float()  # (P, 4)
+        gy, gx = blk // Gx, blk % Gx
+        # stage 2: keep the blocks whose own maximum (at one of its corner pixels) can exceed the bound
+        emax = upsample.from_corners(abcd, gy, gx, ends=True).view(-1, 4).amax(1)
+        margin = 1e-5 * abcd.abs().amax(1)  # rounding: interior values may pass the ends by an ulp
+        unit = un // N
+        bu = b[unit]
+        idx = torch.nonzero(emax > bu - 1e-5 * bu.abs() - margin).squeeze(1)
+        blk, un, unit, abcd, emax, margin = (v[idx] for v in (blk, un, unit, abcd, emax, margin))
+        gy, gx = blk // Gx, blk % Gx
+        vals = upsample.from_corners(abcd, gy, gx).view(-1, Sy * Sx)  # (P, Sy*Sx), NaN padding
+        if fixed_levels is not None:
+            # levels given (estimated from a sample): no search, the region is above them
+            t = fixed.clone()
+            levels[u0:u1] = fixed[u0:u1].cpu().numpy()
+        else:
+            above = vals > b[unit][:, None]
+            n_above = torch.zeros(U, dtype=torch.int64, device=dev).index_add_(
+                0, unit, above.sum(1)).tolist()
+            big = vals[above]  # grouped by unit, in unit order
+            t = torch.full((U,), math.inf, device=dev)
+            offset = 0
+            for u in range(u0, u1):
+                m = n_above[u]
+                if m >= need:
+                    v0, v1 = _two_largest_at(big[offset : offset + m], r0)
+                    levels[u] = _float32_below(v0 + frac * (v1 - v0) if frac > 0 else v0)
+                    t[u] = float(levels[u])
+                else:
+                    fallback.append(u)
+                offset += m
+        # regions of the units decided here (t = inf for the others: nothing selected)
+        tb = t[unit]
+        idx = torch.nonzero(emax > tb - 1e-5 * tb.abs() - margin).squeeze(1)
+        inside = vals.index_select(0, idx) > tb[idx][:, None]  # (P', Sy*Sx): the region in these blocks
+        flat = torch.nonzero(inside.view(-1)).squeeze(1)        # region pixels as (block row) * S + j
+        if flat.numel():
+            r = torch.div(flat, Sy * Sx, rounding_mode="floor")
+            j = flat - r * (Sy * Sx)
+            # per block first (cheap), then per pixel: flat pixel index and the concept-count key base
+            base = (un[idx] % N) * (H * W)
+            slot = blk[idx] * (Sy * Sx)
+            pix = base[r] + tables["pixel_offsets_flat"][slot[r] + j]
+            labels = pixel_labels.keys(pix)  # (K,) combination codes or (K, L) concept ids
+            offsets = (unit[idx] * pixel_labels.n_keys)[r]
+            keys = (offsets + labels if labels.dim() == 1 else offsets[:, None] + labels).reshape(-1)
+            key_counts += torch.bincount(keys, minlength=U * pixel_labels.n_keys).reshape(U, -1)
+            per_block = inside.sum(1)
+            unit_counts += torch.zeros(U, dtype=torch.int64, device=dev).index_add_(
+                0, unit[idx], per_block).cpu().numpy()
+        u0 = u1
+    counts += pixel_labels.to_concepts(key_counts.cpu().numpy())
+    for u in fallback:
+        t_u, cnt, ucount = unit_level_and_counts(maps_t[u], upsample.corner_max(maps_t[u]), seg_flat, upsample,
+                                                 level, n_concepts, later_bounds(u))
+        levels[u], counts[u], unit_counts[u] = t_u, cnt.cpu().numpy(), ucount
+    counts[:, 0] = 0
+    return levels, counts, unit_counts
+
+
+def _two_largest_at(values: torch.Tensor, r: int) -> tuple[float, float]:
+    """Descending order statistics ``r`` and ``r - 1`` (0-based) of ``values``."""
+    n = values.numel()
+    k0 = n - 1 - r  # ascending index of rank r
+    k1 = min(k0 + 1, n - 1)
+    if values.device.type == "cpu":
+        part = np.partition(values.numpy(), [k0, k1] if k1 != k0 else [k0])
+        return float(part[k0]), float(part[k1])
+    return float(torch.kthvalue(values, k0 + 1).values), float(torch.kthvalue(values, k1 + 1).values)
+
+
+def _block_values(maps, cand, upsample, chunk) -> torch.Tensor:
+    block = upsample.y.coords.shape[1] * upsample.x.coords.shape[1]
+    step = max(1, chunk // block)
+    if cand.shape[0] <= step:
+        return upsample.blocks(maps, cand[:, 0], cand[:, 1], cand[:, 2])
+    return torch.cat([upsample.blocks(maps, c[:, 0], c[:, 1], c[:, 2])
+                      for c in torch.split(cand, step)])

@@ -1,0 +1,267 @@
+"""The dissection run: check the inputs, use the cache, run the pass, compute the statistics.
+
+:func:`dissect` ties together :mod:`._pass` (one model pass that stores the
+layer's low-resolution activations and the segmentations), :mod:`._stats`
+(exact levels and IoUs from what was stored) and :mod:`._cache`.
+
+Cache (``cache_dir``): the pass is stored in ``pass-<key>/`` (key = model
+weights, layer, data, segmenter and pass settings) and the result in
+``dissection-<key>/`` (key adds level, IoU threshold, k and upsampling). Both
+are written to a temporary folder and renamed into place, so an interrupted run
+leaves no partial cache. Changing only the level re-uses the pass.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from numbers import Integral, Real
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from .._device import module_device
+from .._fingerprint import fingerprint, model_fingerprint
+from ..hooks import get_layer
+from . import _data
+from ._cache import PASS_VERSION, commit_pass, load_pass, load_result, save_result
+from ._pass import collect, few_threads
+from ._stats import HIST_BINS, SAMPLE_POSITIONS, finish
+from .result import Dissection, level_phrase
+
+RESULT_VERSION = 1
+
+
+def dissect(
+    model: nn.Module,
+    layer: str,
+    data: Any,
+    segmenter: Any,
+    *,
+    images: str = "input",
+    level: float = 0.99,
+    iou_threshold: float = 0.04,
+    k: int = 100,
+    batch_size: int = 32,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    seg_size: tuple[int, int] | int | None = None,
+    receptive_field: tuple[Any, Any] | None = None,
+    num_workers: int = 0,
+    n_show: int = 10,
+    thumb_size: int = 128,
+    store_dtype: str = "float16",
+    level_sample: int | None = None,
+) -> Dissection:
+    """Dissect one layer: label every unit with the concept its activation region matches best.
+
+    For every unit the activation maps are upsampled (bilinear) to the
+    segmentation resolution and thresholded at the unit's **level**: the value
+    at quantile ``level`` of all its upsampled activations over every image and
+    position (**level 0.99 = the unit's top 1% of pixels**). The unit's region
+    is then compared, over the whole dataset, with every concept mask of the
+    segmenter: IoU = |region AND concept| / |region OR concept|. The unit's label
+    is its highest-IoU concept, a match when IoU > ``iou_threshold``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A classifier (``images="input"``) or a generator (``images="output"``),
+        used on the device of its parameters, in eval mode (its mode is restored).
+    layer : str
+        Dotted name of the layer (see ``hooks.layer_names``); its output must be
+        ``(N, C, H, W)``.
+    data : Dataset or DataLoader
+        Yields tensors, or tuples whose first element is the model's input:
+        images ``(3, H, W)`` in [-1, 1] for a classifier, latent vectors
+        ``(D,)`` for a generator (e.g. ``ZDataset(n, dim, seed)``). A DataLoader
+        must keep dataset order (no shuffle) so that indices are dataset indices.
+    segmenter : Segmenter
+        Has ``concepts``, ``categories`` and ``segment(images) -> (N, L, H, W)``
+        int64 ids (0 = no label). With ``images="input"`` a ``segment_batch(batch)``
+        method, if present, is used instead (labels read from the data).
+    images : {"input", "output"}
+        What the segmenter sees: the input images or the generated images.
+    level : float
+        Quantile of each unit's activations used as its threshold, in [0.5, 1):
+        0.99 = top 1% of pixels, 0.995 = top 0.5%.
+    iou_threshold : float
+        A unit matches its best concept when IoU > this (paper: 0.04).
+    k : int
+        Top images kept per unit (ranked by the unit's spatial max).
+    batch_size, num_workers : int
+        Loader settings when ``data`` is a Dataset.
+    cache_dir : path, optional
+        Cache the pass and the result here (see the module docstring): the same
+        inputs load in seconds, any change recomputes. The cache key covers the
+        model's weights (``model_fingerprint``), the layer, the data (type,
+        length and the bytes of 8 evenly spaced items), the segmenter (type,
+        concepts, settings, weights) and every setting that changes the result.
+        Changing only ``level``, ``iou_threshold``, ``k`` or ``receptive_field``
+        reuses the stored pass (no model call). The stored pass holds the
+        layer's low-res activations (float16): about ``N * C * h * w * 2`` bytes.
+    progress : bool
+        Show a progress bar.
+    seg_size : int or (int, int), optional
+        Resolution at which IoU is counted; default: the segmenter's output
+        resolution. Segmentations are resampled (nearest) to it.
+    receptive_field : (stride, offset), optional
+        Receptive-field-aware upsampling: feature cell ``j`` is centred at
+        segmentation pixel ``offset + j * stride`` (scalars or (y, x) pairs).
+        Default: plain bilinear (``F.interpolate(align_corners=False)``).
+    n_show : int
+        Top images per unit kept as thumbnails with the unit's maps (display).
+    thumb_size : int
+        Longest side of the thumbnails kept (never larger than the images).
+    store_dtype : {"float16", "float32"}
+        Precision of the stored low-resolution activations; the levels and IoU
+        are exact for the stored values ("float32": exact for the model's values).
+    level_sample : int, optional
+        None (default): each level is the exact quantile of all upsampled
+        pixels. An int ``m``: estimate it from ``m`` random upsampled positions
+        per image (faster; the regions and IoUs are then exact for the estimated
+        levels). The achieved top fraction of pixels is measured either way and
+        reported in ``config["top_fraction_rel_error"]``.
+
+    Returns
+    -------
+    Dissection
+
+    Raises
+    ------
+    KeyError
+        Unknown layer (the message names the closest layer names).
+    ValueError, TypeError
+        Bad settings, data that do not match ``images``, a layer output that is
+        not (N, C, H, W), or a segmenter returning wrong shapes/dtypes/ids.
+    """
+    cfg = _check_settings(images, level, iou_threshold, k, batch_size, num_workers, n_show, thumb_size, store_dtype)
+    if level_sample is not None and (isinstance(level_sample, bool) or not isinstance(level_sample, Integral)
+                                     or level_sample < 1):
+        raise ValueError(f"level_sample must be None (exact levels) or a positive int, got {level_sample!r}")
+    cfg["level_sample"] = None if level_sample is None else int(level_sample)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch nn.Module, got {type(model).__name__}")
+    if not isinstance(layer, str):
+        raise TypeError(f"layer must be a layer name (str), got {type(layer).__name__}")
+    get_layer(model, layer)  # KeyError with close names
+    concepts, categories = _data.check_concepts(segmenter)
+    loader = _data.make_loader(data, cfg["batch_size"], cfg["num_workers"])
+    seg_size = _check_seg_size(seg_size)
+    rf = _check_receptive_field(receptive_field)
+
+    model_fp = model_fingerprint(model)
+    pass_key = fingerprint(
+        "dissect-pass", PASS_VERSION, model_fp, layer, cfg["images"], _data.data_fingerprint(loader),
+        _data.segmenter_fingerprint(segmenter), seg_size, cfg["store_dtype"], cfg["n_show"], cfg["thumb_size"],
+    )
+    result_key = fingerprint("dissect-result", RESULT_VERSION, pass_key, cfg["level"], cfg["iou_threshold"], cfg["k"], rf,
+                             cfg["level_sample"])
+    cache = Path(cache_dir) if cache_dir is not None else None
+
+    if cache is not None:
+        found = load_result(cache / f"dissection-{result_key[:24]}", result_key)
+        if found is not None:
+            return found
+    stored = load_pass(cache / f"pass-{pass_key[:24]}", pass_key) if cache is not None else None
+    tmp_owner = None
+    timings = {"pass_s": 0.0}
+    if stored is None:
+        if cache is not None:
+            cache.mkdir(parents=True, exist_ok=True)
+            work = Path(tempfile.mkdtemp(prefix=f".pass-{pass_key[:24]}.", suffix=".tmp", dir=cache))
+        else:
+            tmp_owner = tempfile.TemporaryDirectory(prefix="dissect-")
+            work = Path(tmp_owner.name)
+        try:
+            t0 = time.perf_counter()
+            stored = collect(model, layer, loader, segmenter, cfg, len(concepts), seg_size, work, progress)
+            timings["pass_s"] = round(time.perf_counter() - t0, 4)
+            if cache is not None:
+                commit_pass(stored, work, cache / f"pass-{pass_key[:24]}", pass_key)
+                stored = load_pass(cache / f"pass-{pass_key[:24]}", pass_key)
+        except BaseException:
+            if cache is not None:
+                shutil.rmtree(work, ignore_errors=True)
+            if tmp_owner is not None:
+                tmp_owner.cleanup()
+            raise
+    try:
+        config = dict(cfg, layer=layer, seg_size=list(stored["seg_size"]), feature_size=list(stored["feature_size"]),
+                      receptive_field=rf, n_items=int(stored["maxes"].shape[0]), hist_bins=HIST_BINS,
+                      hist_sample=f"{cfg['level_sample'] or SAMPLE_POSITIONS} random upsampled positions per image",
+                      level_meaning=level_phrase(cfg["level"]), units="0-based")
+        t0 = time.perf_counter()
+        with few_threads(module_device(model)) as workers:
+            result = finish(stored, cfg, rf, concepts, categories, config, result_key, model_fp,
+                             module_device(model), workers)
+        timings["stats_s"] = round(time.perf_counter() - t0, 4)
+        result.config["timings"] = timings
+    finally:
+        stored = None
+        if tmp_owner is not None:
+            tmp_owner.cleanup()
+    if cache is not None:
+        save_result(result, cache / f"dissection-{result_key[:24]}")
+    return result
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def _check_settings(images, level, iou_threshold, k, batch_size, num_workers, n_show, thumb_size, store_dtype) -> dict:
+    if images not in ("input", "output"):
+        raise ValueError(
+            f"images must be 'input' (classifier: the segmenter sees the input images) or 'output' "
+            f"(generator: the data are latent vectors and the segmenter sees the generated images); got {images!r}"
+        )
+    if isinstance(level, bool) or not isinstance(level, Real) or not 0.5 <= float(level) < 1:
+        raise ValueError(
+            f"level is the quantile of each unit's activations used as its threshold, in [0.5, 1): "
+            f"0.99 = top 1% of pixels (not 0.01); got {level!r}"
+        )
+    if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, Real) or not 0 <= float(iou_threshold) < 1:
+        raise ValueError(f"iou_threshold must be a number in [0, 1) (paper: 0.04), got {iou_threshold!r}")
+    for name, value in (("k", k), ("batch_size", batch_size), ("n_show", n_show), ("thumb_size", thumb_size)):
+        if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if isinstance(num_workers, bool) or not isinstance(num_workers, Integral) or num_workers < 0:
+        raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
+    if store_dtype not in ("float16", "float32"):
+        raise ValueError(f"store_dtype must be 'float16' or 'float32', got {store_dtype!r}")
+    return {
+        "images": images, "level": float(level), "iou_threshold": float(iou_threshold), "k": int(k),
+        "batch_size": int(batch_size), "num_workers": int(num_workers), "n_show": int(min(n_show, k)),
+        "thumb_size": int(thumb_size), "store_dtype": store_dtype,
+    }
+
+
+def _check_seg_size(seg_size: Any) -> list[int] | None:
+    if seg_size is None:
+        return None
+    if isinstance(seg_size, Integral) and not isinstance(seg_size, bool):
+        seg_size = (seg_size, seg_size)
+    try:
+        h, w = (int(v) for v in seg_size)
+    except (TypeError, ValueError):
+        raise ValueError(f"seg_size must be an int or (height, width), got {seg_size!r}") from None
+    if h < 1 or w < 1:
+        raise ValueError(f"seg_size must be positive, got {seg_size!r}")
+    return [h, w]
+
+
+def _check_receptive_field(rf: Any) -> list | None:
+    if rf is None:
+        return None
+    try:
+        stride, offset = rf
+        pair = lambda v: [float(v), float(v)] if np.isscalar(v) else [float(x) for x in v]  # noqa: E731
+        stride, offset = pair(stride), pair(offset)
+    except (TypeError, ValueError):
+        raise ValueError(f"receptive_field must be (stride, offset) (scalars or (y, x) pairs), got {rf!r}") from None
+    if len(stride) != 2 or len(offset) != 2 or min(stride) <= 0:
+        raise ValueError(f"receptive_field must be (stride > 0, offset) (scalars or (y, x) pairs), got {rf!r}")
+    return [stride, offset]

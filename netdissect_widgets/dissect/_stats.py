@@ -1,0 +1,153 @@
+"""The statistics of a dissection, from what the pass stored.
+
+:func:`finish` computes, per unit: the top-k images by spatial max, the exact
+level and the IoU with every concept (chunks of units in parallel threads, see
+:mod:`._compute`), a histogram of a sample of the upsampled activations, the
+unit's maps on its top ``n_show`` images; and how close each region is to the
+top ``1 - level`` of the unit's pixels (``config["top_fraction_rel_error"]``).
+"""
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+from ._compute import PixelLabels, chunk_levels_and_counts
+from ._upsample import Upsampler
+from .result import Dissection
+
+HIST_BINS = 64
+#: the level search tries bounds at quantile 1 - m * (1 - level) for these m (the first of a
+#: sample of upsampled values, the others of the low-res values), then the minimum
+BOUND_STEPS = (1.5, 6, 25)
+#: upsampled positions per image sampled for the first bound of the level search and the histogram
+SAMPLE_POSITIONS = 32
+
+
+def finish(stored, cfg, rf, concepts, categories, config, key, model_fp, device, workers: int = 1) -> Dissection:
+    acts, seg, maxes_np = stored["acts"], stored["seg"], stored["maxes"]
+    n, n_units = maxes_np.shape
+    n_concepts = len(concepts)
+    k, n_show = min(cfg["k"], n), min(cfg["n_show"], n)
+    maxes = torch.from_numpy(np.array(maxes_np, dtype=np.float32))  # a writable copy
+    order = torch.sort(maxes.t(), dim=1, descending=True, stable=True)
+    topk_values, topk_indices = order.values[:, :k].contiguous(), order.indices[:, :k].contiguous()
+
+    rf_pairs = None if rf is None else (tuple(rf[0]), tuple(rf[1]))
+    upsample = Upsampler(stored["feature_size"], stored["seg_size"], rf_pairs, device=device)
+    pixel_labels = PixelLabels(np.asarray(seg), n_concepts, n_units, device)
+    seg_flat = pixel_labels.ids
+
+    levels = np.zeros(n_units, dtype=np.float32)
+    inter = np.zeros((n_units, n_concepts), dtype=np.int64)
+    unit_pixels = np.zeros(n_units, dtype=np.int64)
+    hist_counts = np.zeros((n_units, HIST_BINS), dtype=np.int64)
+    hist_edges = np.zeros((n_units, HIST_BINS + 1), dtype=np.float32)
+    h, w = stored["feature_size"]
+    top_maps = np.zeros((n_units, n_show, h, w), dtype=np.float16)
+    chunk = max(1, min(n_units, (128 << 20) // max(1, n * h * w * 4)))
+    level = cfg["level"]
+    show_idx = topk_indices[:, :n_show].to(device)
+    lo_all = torch.from_numpy(np.array(stored["mins"], dtype=np.float32)).amin(0)
+    hi_all = maxes.amax(0)
+    steps = torch.linspace(0, 1, HIST_BINS + 1)
+    hist_edges[:] = (lo_all[:, None] + (hi_all - lo_all)[:, None] * steps[None]).numpy()
+    def work(u0: int, u1: int) -> None:
+        block = torch.from_numpy(np.array(acts[:, u0:u1])).to(device).float()  # (N, uc, h, w), writable
+        lo, hi = lo_all[u0:u1].to(device), hi_all[u0:u1].to(device)
+        # a sample of the upsampled values (SAMPLE_POSITIONS random positions of every image) gives the
+        # histogram and the first bound of the exact level search: its quantile at 1 - 1.5 (1 - level),
+        # above which enough upsampled values lie unless the sample is very unlucky (then: fallbacks)
+        positions = cfg["level_sample"] or SAMPLE_POSITIONS
+        sample = upsample.sample(block, positions, seed=u0).permute(1, 0, 2).reshape(u1 - u0, -1)
+        fixed = _sample_quantile(sample, level) if cfg["level_sample"] else None
+        first = _kth_at(sample, 1 - BOUND_STEPS[0] * (1 - level))
+        span = (hi - lo).clamp_min(1e-12)
+        bins = ((sample - lo[:, None]) * (HIST_BINS / span)[:, None]).long().clamp_(0, HIST_BINS - 1)
+        bins += torch.arange(u1 - u0, device=device)[:, None] * HIST_BINS
+        hist_counts[u0:u1] = torch.bincount(bins.reshape(-1), minlength=(u1 - u0) * HIST_BINS).reshape(
+            u1 - u0, HIST_BINS).cpu().numpy()
+        del bins, sample
+        lv, cnt, ucnt = chunk_levels_and_counts(
+            block, seg_flat, upsample, level, n_concepts, pixel_labels=pixel_labels, fixed_levels=fixed,
+            first_bounds=torch.tensor(first if first is not None else lo.tolist()),
+            later_bounds=lambda j, block=block, lo=lo, first=first: _bounds(
+                None, block[:, j].reshape(-1), level, float(lo[j])) if first is not None
+            else iter([(float(lo[j]), True)]),
+        )
+        levels[u0:u1], inter[u0:u1], unit_pixels[u0:u1] = lv, cnt, ucnt
+        top_maps[u0:u1] = torch.stack(
+            [block[show_idx[u], u - u0] for u in range(u0, u1)]).cpu().numpy().astype(np.float16)
+        del block
+
+    # chunks of units, several per worker thread (each chunk's results go to its own rows)
+    n_chunks = max(-(-n_units // chunk), min(n_units, 4 * workers))
+    bounds = np.linspace(0, n_units, n_chunks + 1).round().astype(int)
+    spans = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    if workers > 1 and len(spans) > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for future in [pool.submit(work, a, b) for a, b in spans]:
+                future.result()
+    else:
+        for a, b in spans:
+            work(a, b)
+    # how close each region is to the top (1 - level) of its unit's pixels (units whose level is
+    # above their minimum; at the minimum, ties make the region smaller by definition)
+    total = n * int(stored["seg_size"][0]) * int(stored["seg_size"][1])
+    live = levels > lo_all.numpy()
+    rel = np.abs(unit_pixels[live] / total - (1 - level)) / (1 - level)
+    config["top_fraction_rel_error"] = (
+        {"median": float(np.median(rel)), "max": float(rel.max()), "units": int(live.sum())} if live.any() else None)
+    config["levels"] = ("exact (all upsampled pixels)" if not cfg["level_sample"] else
+                        f"estimated from {cfg['level_sample']} random upsampled positions per image")
+    concept_pixels = np.asarray(stored["concept_pixels"], dtype=np.int64).copy()
+    concept_pixels[0] = 0
+    union = unit_pixels[:, None] + concept_pixels[None, :] - inter
+    iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0).astype(np.float32)
+    iou[:, 0] = 0
+    # thumbnails of the images shown (the pass kept every image in some unit's running top n_show)
+    need = np.unique(show_idx.cpu().numpy())
+    pos = np.searchsorted(stored["thumb_index"], need)
+    if np.any(pos >= len(stored["thumb_index"])) or np.any(stored["thumb_index"][np.minimum(pos, len(stored["thumb_index"]) - 1)] != need):
+        raise RuntimeError("internal error: a top image has no thumbnail; please report this")
+    return Dissection(
+        layer=config["layer"], kind="classifier" if cfg["images"] == "input" else "generator",
+        level=level, iou_threshold=cfg["iou_threshold"], concepts=concepts, categories=categories,
+        config=config, fingerprint=key, model_fingerprint=model_fp,
+        levels=levels, iou=iou, topk_values=topk_values.numpy(), topk_indices=topk_indices.numpy(),
+        hist_counts=hist_counts, hist_edges=hist_edges, thumbs=np.asarray(stored["thumbs"])[pos],
+        thumb_index=need.astype(np.int64), top_maps=top_maps, intersection=inter,
+        unit_pixels=unit_pixels, concept_pixels=concept_pixels,
+    )
+
+
+def _sample_quantile(sample: torch.Tensor, level: float) -> list[float]:
+    """Per row, numpy's ``linear`` quantile of the sample at ``level``."""
+    m = sample.shape[-1]
+    p = level * (m - 1)
+    lo = int(math.floor(p))
+    frac = p - lo
+    v0 = torch.kthvalue(sample, lo + 1, dim=-1).values
+    v1 = torch.kthvalue(sample, min(lo + 2, m), dim=-1).values if frac > 0 else v0
+    return (v0.double() + frac * (v1.double() - v0.double())).tolist()
+
+
+def _kth_at(flat: torch.Tensor, q: float) -> list[float] | None:
+    """Per row, the low-res value at quantile ``q`` (None when q <= 0)."""
+    if q <= 0:
+        return None
+    kth = min(flat.shape[-1], int(math.floor(q * (flat.shape[-1] - 1))) + 1)
+    return torch.kthvalue(flat, kth, dim=-1).values.tolist()
+
+
+def _bounds(first: float | None, row: torch.Tensor, level: float, minimum: float):
+    """Lazy ``(bound, is_last)`` pairs for :func:`unit_level_and_counts`."""
+    if first is not None:
+        yield first, False
+    for mult in BOUND_STEPS[1:]:
+        value = _kth_at(row, 1 - mult * (1 - level))
+        if value is not None:
+            yield value, False
+    yield minimum, True

@@ -1,0 +1,211 @@
+"""Bilinear upsampling of feature maps, dense or block by block.
+
+Along each axis, output pixel ``y`` reads feature cells ``i0(y), i1(y)`` with
+weights ``w0(y) + w1(y) = 1`` (:func:`axis_weights`; by default the weights of
+``F.interpolate(mode="bilinear", align_corners=False)``, optionally receptive-
+field-aware). Output pixels that read the same pair of cells along both axes
+form a *block*; a block's values are convex combinations of its 4 corner cells,
+and a bilinear function on a rectangle is largest at one of its corners, so a
+block's maximum is the max of its 4 corner pixels. :class:`Upsampler` computes
+values for any chosen blocks with exactly the same float operations as its
+dense ``__call__`` (bit-identical), which :mod:`._compute` relies on.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def axis_weights(out_size: int, in_size: int, stride: float | None = None, offset: float | None = None):
+    """Per output coordinate: cells ``i0, i1`` (int64) and weights ``w0, w1`` (float32).
+
+    Feature cell ``j`` is centred at output coordinate ``offset + j * stride``
+    (pixel ``y`` is centred at ``y``). The defaults give the weights of
+    ``F.interpolate(mode="bilinear", align_corners=False)``:
+    ``stride = out_size / in_size``, ``offset = stride / 2 - 0.5``. Beyond the
+    first/last cell centre the value is held (clamped).
+    """
+    if stride is None:
+        stride = out_size / in_size
+    if offset is None:
+        offset = stride / 2 - 0.5
+    raw = (np.arange(out_size, dtype=np.float64) - offset) / stride
+    pos = np.clip(raw, 0, in_size - 1)
+    i0 = np.minimum(np.floor(pos).astype(np.int64), in_size - 1)
+    i1 = np.minimum(i0 + 1, in_size - 1)
+    w1 = (pos - i0).astype(np.float32)
+    w0 = (1 - w1).astype(np.float32)
+    group = np.clip(np.floor(raw), -1, in_size - 1).astype(np.int64)
+    return i0, i1, w0, w1, group
+
+
+def interp_matrix(out_size: int, in_size: int, stride: float | None = None, offset: float | None = None) -> torch.Tensor:
+    """The same weights as a matrix ``(out_size, in_size)``: ``up = Wy @ A @ Wx.T``."""
+    i0, i1, w0, w1, _ = axis_weights(out_size, in_size, stride, offset)
+    m = np.zeros((out_size, in_size), dtype=np.float64)
+    np.add.at(m, (np.arange(out_size), i0), w0)
+    np.add.at(m, (np.arange(out_size), i1), w1)
+    return torch.from_numpy(m).float()
+
+
+class _Axis:
+    """One axis of the upsampling, with its output coordinates grouped into blocks."""
+
+    def __init__(self, out_size: int, in_size: int, stride=None, offset=None, max_block: int = 8) -> None:
+        i0, i1, w0, w1, group = axis_weights(out_size, in_size, stride, offset)
+        # split groups longer than max_block: smaller blocks have tighter maxima (fewer wasted values)
+        rank = np.zeros_like(group)
+        for g in np.unique(group):
+            where = np.nonzero(group == g)[0]
+            rank[where] = np.arange(len(where)) // max_block
+        group = group * (out_size + 1) + rank
+        self.i0, self.i1 = torch.from_numpy(i0), torch.from_numpy(i1)
+        self.w0, self.w1 = torch.from_numpy(w0), torch.from_numpy(w1)
+        keys = sorted(set(group.tolist()))
+        size = max(int((group == g).sum()) for g in keys)
+        n = len(keys)
+        coords = np.full((n, size), -1, dtype=np.int64)
+        for gi, g in enumerate(keys):
+            where = np.nonzero(group == g)[0]
+            coords[gi, : len(where)] = where
+        valid = coords >= 0
+        safe = np.where(valid, coords, coords[:, :1])
+        self.coords = torch.from_numpy(coords)                   # (G, S) output coordinate, -1 = padding
+        self.valid = torch.from_numpy(valid)
+        self.g_i0 = self.i0[torch.from_numpy(safe[:, 0])]         # (G,) cells read by the block
+        self.g_i1 = self.i1[torch.from_numpy(safe[:, 0])]
+        self.g_w0 = torch.from_numpy(np.where(valid, w0[safe], np.nan).astype(np.float32))  # (G, S)
+        self.g_w1 = torch.from_numpy(np.where(valid, w1[safe], np.nan).astype(np.float32))
+        last = valid.sum(1) - 1                                     # weights of each block's end pixels
+        ends = np.stack([safe[:, 0], safe[np.arange(n), last]], 1)
+        self.e_w0, self.e_w1 = torch.from_numpy(w0[ends]), torch.from_numpy(w1[ends])  # (G, 2)
+
+    def to(self, device: torch.device) -> "_Axis":
+        for name, value in vars(self).items():
+            if isinstance(value, torch.Tensor):
+                setattr(self, name, value.to(device))
+        return self
+
+
+class Upsampler:
+    """Bilinear upsampling ``(n, h, w) -> (n, H, W)``, dense or block by block.
+
+    Parameters
+    ----------
+    feature_size, seg_size : (h, w), (H, W)
+    receptive_field : ((stride_y, stride_x), (offset_y, offset_x)), optional
+        Centre of feature cell ``j`` in output pixels: ``offset + j * stride``.
+        Default: the weights of ``F.interpolate(align_corners=False)``.
+    """
+
+    def __init__(self, feature_size: Sequence[int], seg_size: Sequence[int], receptive_field=None,
+                 device: torch.device | str = "cpu", max_block: int = 8) -> None:
+        (h, w), (H, W) = feature_size, seg_size
+        sy = sx = oy = ox = None
+        if receptive_field is not None:
+            (sy, sx), (oy, ox) = receptive_field
+        self.y = _Axis(int(H), int(h), sy, oy, max_block).to(torch.device(device))
+        self.x = _Axis(int(W), int(w), sx, ox, max_block).to(torch.device(device))
+        self.out_size = (int(H), int(W))
+
+    def __call__(self, maps: torch.Tensor) -> torch.Tensor:
+        """Dense upsampling of every map (the reference the block computation equals bit for bit)."""
+        maps = maps.float()
+        y, x = self.y, self.x
+        top, bot = maps[:, y.i0], maps[:, y.i1]                      # (n, H, w)
+        inner_top = top[:, :, x.i0] * x.w0 + top[:, :, x.i1] * x.w1  # (n, H, W)
+        inner_bot = bot[:, :, x.i0] * x.w0 + bot[:, :, x.i1] * x.w1
+        return inner_top * y.w0[:, None] + inner_bot * y.w1[:, None]
+
+    def sample(self, maps: torch.Tensor, k: int, seed: int = 0) -> torch.Tensor:
+        """Upsampled values at ``k`` random output positions of each map (drawn independently per
+        image): ``(N, U, h, w) -> (N, U, k)``, a stratified sample of the upsampled values."""
+        n, u, h, w = maps.shape
+        H, W = self.out_size
+        g = torch.Generator().manual_seed(seed)
+        pos = torch.randint(0, H * W, (n, 1, min(k, H * W)), generator=g).to(self.y.i0.device)
+        yy, xx = pos // W, pos % W
+        y, x = self.y, self.x
+        flat = maps.reshape(n, u, h * w)
+
+        def at(iy: torch.Tensor, ix: torch.Tensor) -> torch.Tensor:
+            return flat.gather(2, (iy[yy] * w + ix[xx]).expand(n, u, -1)).float()
+
+        a, b, c, d = at(y.i0, x.i0), at(y.i0, x.i1), at(y.i1, x.i0), at(y.i1, x.i1)
+        inner_top = a * x.w0[xx] + b * x.w1[xx]
+        inner_bot = c * x.w0[xx] + d * x.w1[xx]
+        return inner_top * y.w0[yy] + inner_bot * y.w1[yy]
+
+    def tables(self, h: int, w: int) -> dict[str, torch.Tensor]:
+        """Flat-index tables for maps ``(..., h, w)``: per block type ``gy * Gx + gx``, the offsets of
+        its 4 corner cells ``(G, 4)`` and of its pixels ``y * W + x`` in the output ``(G, Sy * Sx)``."""
+        key = (h, w)
+        cache = self.__dict__.setdefault("_tables", {})
+        if key not in cache:
+            y, x = self.y, self.x
+            r0, r1 = y.g_i0[:, None], y.g_i1[:, None]
+            c0, c1 = x.g_i0[None, :], x.g_i1[None, :]
+            corner = torch.stack([r0 * w + c0, r0 * w + c1, r1 * w + c0, r1 * w + c1], -1).reshape(-1, 4)
+            H, W = self.out_size
+            pix = (y.coords[:, None, :, None] * W + x.coords[None, :, None, :])  # (Gy, Gx, Sy, Sx)
+            valid = y.valid[:, None, :, None] & x.valid[None, :, None, :]
+            pix = torch.where(valid, pix, torch.zeros_like(pix))
+            cache[key] = {"corner_offsets": corner, "pixel_offsets": pix.reshape(corner.shape[0], -1),
+                          "pixel_offsets_flat": pix.reshape(-1)}
+        return cache[key]
+
+    def corner_max(self, maps: torch.Tensor) -> torch.Tensor:
+        """``(..., h, w) -> (..., Gy, Gx)``: each block's largest corner cell (its cells are adjacent)."""
+        shape = maps.shape
+        x4 = maps.reshape(-1, 1, shape[-2], shape[-1])
+        pooled = F.max_pool2d(F.pad(x4, (0, 1, 0, 1), mode="replicate"), 2, stride=1)  # max of cells i, i+1
+        pooled = pooled.reshape(*shape[:-2], shape[-2], shape[-1])
+        return pooled.index_select(-2, self.y.g_i0).index_select(-1, self.x.g_i0)
+
+    def corner_any(self, hot: torch.Tensor) -> torch.Tensor:
+        """``(..., h, w) bool -> (..., Gy, Gx) bool``: blocks with some corner cell marked."""
+        y, x = self.y, self.x
+        rows = hot.index_select(-2, y.g_i0) | hot.index_select(-2, y.g_i1)
+        return rows.index_select(-1, x.g_i0) | rows.index_select(-1, x.g_i1)
+
+    def corners(self, maps: torch.Tensor, n: torch.Tensor | tuple, gy: torch.Tensor, gx: torch.Tensor) -> torch.Tensor:
+        """The 4 feature cells ``(P, 4)`` (top-left, top-right, bottom-left, bottom-right) that blocks
+        ``(n[p], gy[p], gx[p])`` of ``maps (N, h, w)`` interpolate. ``n`` may be a tuple of index
+        tensors for maps with more leading dimensions, e.g. ``(n, u)`` for ``maps (N, U, h, w)``."""
+        y, x = self.y, self.x
+        lead = n if isinstance(n, tuple) else (n,)
+        r0, r1, c0, c1 = y.g_i0[gy], y.g_i1[gy], x.g_i0[gx], x.g_i1[gx]
+        return torch.stack([maps[(*lead, r0, c0)], maps[(*lead, r0, c1)],
+                            maps[(*lead, r1, c0)], maps[(*lead, r1, c1)]], 1).float()
+
+    def from_corners(self, abcd: torch.Tensor, gy: torch.Tensor, gx: torch.Tensor, ends: bool = False) -> torch.Tensor:
+        """Block values ``(P, Sy, Sx)`` from :meth:`corners` (padding positions are NaN, never "> t").
+
+        With ``ends=True`` only the block's first and last row and column ``(P, 2, 2)``: a bilinear
+        function on a rectangle is largest at a corner, so their max is the block's max (up to
+        rounding). The values are bit-identical to the dense ``__call__`` at the same pixels.
+        """
+        y, x = self.y, self.x
+        if ends:
+            wy0, wy1, wx0, wx1 = y.e_w0[gy], y.e_w1[gy], x.e_w0[gx], x.e_w1[gx]
+        else:
+            wy0, wy1, wx0, wx1 = y.g_w0[gy], y.g_w1[gy], x.g_w0[gx], x.g_w1[gx]
+        a, b, c, d = abcd[:, 0:1], abcd[:, 1:2], abcd[:, 2:3], abcd[:, 3:4]
+        inner_top = a * wx0 + b * wx1  # (P, Sx)
+        inner_bot = c * wx0 + d * wx1
+        return inner_top[:, None, :] * wy0[:, :, None] + inner_bot[:, None, :] * wy1[:, :, None]
+
+    def blocks(self, maps: torch.Tensor, n: torch.Tensor | tuple, gy: torch.Tensor, gx: torch.Tensor) -> torch.Tensor:
+        """Values ``(P, Sy, Sx)`` of blocks ``(n[p], gy[p], gx[p])``; padding = NaN."""
+        return self.from_corners(self.corners(maps, n, gy, gx), gy, gx)
+
+    def block_pixels(self, n: torch.Tensor, gy: torch.Tensor, gx: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+        """Flat pixel index ``(n * H + y) * W + x`` of positions ``where (P', 3)`` in the given blocks."""
+        p, r, s = where[:, 0], where[:, 1], where[:, 2]
+        yy = self.y.coords[gy[p], r]
+        xx = self.x.coords[gx[p], s]
+        H, W = self.out_size
+        return (n[p] * H + yy) * W + xx

@@ -1,0 +1,356 @@
+"""dissect() and Dissection: API, bad input, files, cache, pictures, report.
+
+Uses tiny self-made models and data (see test_dissect_faithfulness for the
+planted-unit model); nothing here needs trained weights.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import netdissect_widgets
+from netdissect_widgets.dissect import Dissection, UnitLabel, dissect
+from tests.test_dissect_faithfulness import CONCEPTS, DataSegmenter, KnownSegData, Planted
+
+
+@pytest.fixture(scope="module")
+def data():
+    return KnownSegData(n=60)
+
+
+@pytest.fixture(scope="module")
+def planted(data):
+    return dissect(Planted(), "units", data, DataSegmenter(), progress=False, k=8, n_show=4)
+
+
+def no_hooks(model: nn.Module) -> bool:
+    return all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+# ----------------------------------------------------------------------------- results
+
+
+def test_result_fields(planted, data):
+    d = planted
+    assert d.layer == "units" and d.kind == "classifier" and d.num_units == 4
+    assert d.levels.shape == (4,) and d.iou.shape == (4, len(CONCEPTS))
+    assert d.topk_values.shape == (4, 8) and d.topk_indices.shape == (4, 8)
+    assert d.top_maps.shape == (4, 4, 16, 16) and d.top_maps.dtype == np.float16
+    assert d.thumbs.dtype == np.uint8 and d.thumbs.shape[1:] == (16, 16, 3)
+    assert len(d.thumb_index) == len(d.thumbs) and (np.diff(d.thumb_index) > 0).all()
+    assert [lab.unit for lab in d.labels] == [0, 1, 2, 3]
+    assert isinstance(d.labels[0], UnitLabel) and d.labels[0].category == "object"
+    # histograms count every low-res value of each unit
+    assert (d.hist_counts.sum(1) == len(data) * 32).all()  # a sample of 32 positions per image
+    assert d.hist_edges.shape == (4, d.hist_counts.shape[1] + 1)
+    assert d.config["level"] == 0.99 and d.config["units"] == "0-based"
+
+
+def test_topk_is_ranked_by_spatial_max(planted, data):
+    model = Planted()
+    seen = {}
+    model.units.register_forward_hook(lambda m, i, o: seen.setdefault("a", o))
+    with torch.no_grad():
+        model(data.images)
+    maxes = seen["a"].half().float().amax((2, 3))  # (N, U), as stored (float16)
+    for u in range(4):
+        order = torch.sort(maxes[:, u], descending=True, stable=True)
+        assert torch.equal(planted.topk_indices[u], order.indices[:8])
+        torch.testing.assert_close(planted.topk_values[u], order.values[:8])
+    # the kept thumbnails are the images of each unit's top n_show
+    u = 0
+    idx = int(planted.topk_indices[u, 0])
+    pos = int(np.searchsorted(planted.thumb_index, idx))
+    expect = ((data.images[idx].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    np.testing.assert_array_equal(planted.thumbs[pos], expect)
+    np.testing.assert_allclose(planted.top_maps[0, 0], (data.seg[idx, 0] == 1).float().numpy())
+
+
+def test_summary_says_zero_based_and_what_level_means(planted):
+    text = planted.summary()
+    assert "0-based" in text and "level 0.99 = top 1% of pixels" in text
+    assert "units matched: 2 / 4" in text
+    assert "0-based" in repr(planted) or "level 0.99" in repr(planted)
+    assert planted.concept_counts() == {"dog": 1, "grass": 1}
+    assert planted.top_concepts(0, 2)[0] == ("dog", "object", pytest.approx(1.0))
+
+
+def test_generator_dissection_segments_generated_images():
+    from netdissect_widgets.datasets import ZDataset
+
+    class Gen(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(3)
+            self.fc = nn.Linear(8, 6 * 4 * 4)
+            self.layer = nn.ReLU()
+            self.out = nn.Sequential(nn.Upsample(scale_factor=4), nn.Conv2d(6, 3, 3, padding=1), nn.Tanh())
+
+        def forward(self, z):
+            return self.out(self.layer(self.fc(z).view(-1, 6, 4, 4)))
+
+    class Bright:
+        concepts, categories = ["-", "bright", "dark"], ["-", "color", "color"]
+
+        def segment(self, images):
+            m = images.mean(1, keepdim=True)
+            return torch.where(m > 0, 1, 2).long()
+
+    gen, z = Gen(), ZDataset(30, 8, seed=1)
+    d = dissect(gen, "layer", z, Bright(), images="output", progress=False, k=5, n_show=3, batch_size=8)
+    assert d.kind == "generator" and d.iou.shape == (6, 3)
+    idx = int(d.topk_indices[0, 0])
+    with torch.no_grad():
+        img = gen(z[idx][None])[0]
+    expect = ((img.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    np.testing.assert_array_equal(d.thumbs[int(np.searchsorted(d.thumb_index, idx))], expect)
+    assert no_hooks(gen)
+
+
+def test_package_name_is_callable_like_the_function(data):
+    # importing the submodule makes netdissect_widgets.dissect the package; it still dissects
+    d = netdissect_widgets.dissect(Planted(), "units", data, DataSegmenter(), progress=False, k=3)
+    assert isinstance(d, Dissection) and d.labels[0].concept == "dog"
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_unknown_layer_names_close_ones(data):
+    with pytest.raises(KeyError, match="units"):
+        dissect(Planted(), "unitz", data, DataSegmenter(), progress=False)
+
+
+def test_layer_that_is_not_a_feature_map(data):
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        dissect(Planted(), "head", data, DataSegmenter(), progress=False)
+
+
+class BadSeg(DataSegmenter):
+    def __init__(self, fn):
+        self.fn = fn
+
+    def segment_batch(self, batch):
+        return self.fn(batch[1])
+
+
+@pytest.mark.parametrize("fn, match", [
+    (lambda s: s[:, 0], "shape"),
+    (lambda s: s.float(), "dtype"),
+    (lambda s: s + 10, "concept ids"),
+    (lambda s: s[:1], "one per image"),
+])
+def test_bad_segmenter_output_names_the_segmenter(data, fn, match):
+    model = Planted()
+    with pytest.raises(ValueError, match=match) as err:
+        dissect(model, "units", data, BadSeg(fn), progress=False)
+    assert "BadSeg" in str(err.value)
+    assert no_hooks(model)
+
+
+def test_not_a_segmenter(data):
+    with pytest.raises(ValueError, match="segmenter"):
+        dissect(Planted(), "units", data, object(), progress=False)
+
+
+def test_data_that_does_not_match_images(data):
+    from netdissect_widgets.datasets import ZDataset
+
+    with pytest.raises(ValueError, match="images='input'"):
+        dissect(Planted(), "units", data, DataSegmenter(), images="output", progress=False)
+    with pytest.raises(ValueError, match="images='output'"):
+        dissect(Planted(), "units", ZDataset(4, 8), DataSegmenter(), progress=False)
+    with pytest.raises(ValueError, match="'input'.*'output'"):
+        dissect(Planted(), "units", data, DataSegmenter(), images="inputs", progress=False)
+
+
+def test_empty_dataset():
+    empty = torch.utils.data.TensorDataset(torch.zeros(0, 3, 16, 16), torch.zeros(0, 2, 16, 16).long())
+    with pytest.raises(ValueError, match="empty"):
+        dissect(Planted(), "units", empty, DataSegmenter(), progress=False)
+
+
+@pytest.mark.parametrize("kw", [
+    {"level": 0.01}, {"level": 1.0}, {"level": "high"}, {"level": True},
+    {"iou_threshold": -0.1}, {"iou_threshold": 1.0},
+    {"k": 0}, {"k": 2.5}, {"batch_size": 0}, {"n_show": -1}, {"store_dtype": "int8"},
+    {"seg_size": (0, 4)}, {"receptive_field": (0, 1)},
+])
+def test_bad_settings(data, kw):
+    with pytest.raises(ValueError):
+        dissect(Planted(), "units", data, DataSegmenter(), progress=False, **kw)
+
+
+def test_level_error_explains_the_quantile(data):
+    with pytest.raises(ValueError, match="0.99 = top 1% of pixels"):
+        dissect(Planted(), "units", data, DataSegmenter(), level=0.01, progress=False)
+
+
+def test_shuffled_loader_is_refused(data):
+    loader = torch.utils.data.DataLoader(data, batch_size=8, shuffle=True)
+    with pytest.raises(ValueError, match="order"):
+        dissect(Planted(), "units", loader, DataSegmenter(), progress=False)
+
+
+def test_loader_in_order_is_accepted_and_model_mode_restored(data, planted):
+    model = Planted().train()
+    loader = torch.utils.data.DataLoader(data, batch_size=7)
+    d = dissect(model, "units", loader, DataSegmenter(), progress=False, k=8, n_show=4)
+    assert model.training and no_hooks(model)
+    np.testing.assert_array_equal(d.iou.numpy(), planted.iou.numpy())
+
+
+# ----------------------------------------------------------------------------- files and cache
+
+
+def test_save_load_round_trip(planted, tmp_path):
+    planted.save(tmp_path / "d")
+    back = Dissection.load(tmp_path / "d")
+    for name, value in planted.arrays().items():
+        np.testing.assert_array_equal(getattr(back, name) if not isinstance(getattr(back, name), torch.Tensor)
+                                      else getattr(back, name).numpy(), value, err_msg=name)
+    assert back.labels == planted.labels
+    assert back.concepts == planted.concepts and back.categories == planted.categories
+    assert back.config == json.loads(json.dumps(planted.config))
+    assert back.fingerprint == planted.fingerprint and back.model_fingerprint == planted.model_fingerprint
+    assert not any(p.suffix == ".tmp" for p in (tmp_path / "d").iterdir())
+    with np.load(tmp_path / "d" / "arrays.npz", allow_pickle=False) as z:
+        assert "iou" in z.files
+
+
+def test_load_refuses_mismatched_files(planted, tmp_path):
+    planted.save(tmp_path / "d")
+    meta = json.loads((tmp_path / "d" / "dissection.json").read_text())
+    meta["fingerprint"] = "0" * 64
+    (tmp_path / "d" / "dissection.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="different dissections"):
+        Dissection.load(tmp_path / "d")
+    with pytest.raises(FileNotFoundError):
+        Dissection.load(tmp_path / "nothing")
+
+
+class Counting(Planted):
+    calls = 0
+
+    def forward(self, x):
+        Counting.calls += 1
+        return super().forward(x)
+
+
+def test_cache_hit_and_invalidation(data, tmp_path):
+    kw = dict(progress=False, k=5, n_show=3, batch_size=20, cache_dir=tmp_path)
+    Counting.calls = 0
+    first = dissect(Counting(), "units", data, DataSegmenter(), **kw)
+    assert Counting.calls == 3
+    again = dissect(Counting(), "units", data, DataSegmenter(), **kw)
+    assert Counting.calls == 3, "a cache hit must not run the model"
+    np.testing.assert_array_equal(again.iou.numpy(), first.iou.numpy())
+    assert again.fingerprint == first.fingerprint
+    # another level: the stored pass is reused (no model call), the statistics are recomputed
+    lower = dissect(Counting(), "units", data, DataSegmenter(), **{**kw, "level": 0.9})
+    assert Counting.calls == 3 and lower.fingerprint != first.fingerprint
+    assert float(lower.levels[2]) < float(first.levels[2])
+    # a changed weight recomputes everything
+    changed = Counting()
+    with torch.no_grad():
+        changed.scale.fill_(2.0)
+    other = dissect(changed, "units", data, DataSegmenter(), **kw)
+    assert Counting.calls == 6 and other.model_fingerprint != first.model_fingerprint
+    assert float(other.levels[0]) == float(first.levels[0])  # level of unit 0 is 0 either way
+    assert float(other.topk_values[0, 0]) == 2.0
+    # other data recompute
+    dissect(Counting(), "units", KnownSegData(n=60, seed=5), DataSegmenter(), **kw)
+    assert Counting.calls == 9
+
+
+def test_interrupted_run_leaves_no_cache(data, tmp_path):
+    class Failing(DataSegmenter):
+        n = 0
+
+        def segment_batch(self, batch):
+            Failing.n += 1
+            if Failing.n == 2:
+                raise KeyboardInterrupt
+            return batch[1]
+
+    with pytest.raises(KeyboardInterrupt):
+        dissect(Planted(), "units", data, Failing(), progress=False, batch_size=20, cache_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    d = dissect(Planted(), "units", data, Failing(), progress=False, batch_size=20, cache_dir=tmp_path)
+    assert d.labels[0].concept == "dog"
+    assert sorted(p.name.split("-")[0] for p in tmp_path.iterdir()) == ["dissection", "pass"]
+
+
+# ----------------------------------------------------------------------------- pictures and report
+
+
+def test_unit_images_outline_the_region_and_dim_the_rest(planted, data):
+    from netdissect_widgets.dissect.render import DIM
+
+    imgs = planted.unit_images(0, n=3, size=16)
+    assert len(imgs) == 3 and imgs[0].size == (16, 16)
+    idx = int(planted.topk_indices[0, 0])
+    thumb = planted.thumbs[int(np.searchsorted(planted.thumb_index, idx))].astype(np.float32)
+    mask = (data.seg[idx, 0] == 1).numpy()  # unit 0 = the dog mask; its level is 0
+    got = np.asarray(imgs[0]).astype(np.float32)
+    np.testing.assert_allclose(got[~mask], np.floor(thumb[~mask] * DIM), atol=1)
+    inner = mask.copy()
+    inner[1:-1, 1:-1] = mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
+    np.testing.assert_array_equal(got[inner & mask], thumb[inner & mask])
+    edge = mask & ~inner
+    assert edge.any() and (got[edge] != thumb[edge]).any()
+    strip = planted.unit_strip(0, n=3, size=40)
+    assert strip.size == (3 * 40 + 2 * 2, 40)
+    assert planted.heatmap(0, 0, size=32).size == (32, 32)
+
+
+def test_unit_and_rank_errors_say_zero_based(planted):
+    with pytest.raises(IndexError, match="0-based"):
+        planted.unit_images(4)
+    with pytest.raises(IndexError, match="rank"):
+        planted.heatmap(0, 10)
+    with pytest.raises(TypeError):
+        planted.unit_strip("0")
+
+
+def test_concept_chart_has_one_bar_per_matched_concept(planted):
+    fig = planted.concept_chart()
+    ax = fig.axes[0]
+    assert len(ax.patches) == 2
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["dog", "grass"]
+
+
+def test_html_report_escapes_labels(data, tmp_path):
+    class Evil(DataSegmenter):
+        concepts = ["-", "<b>dog</b> & co", "cat", "grass", "sky", "red"]
+
+    d = dissect(Planted(), "units", data, Evil(), progress=False, k=4, n_show=3)
+    index = d.to_html(tmp_path / "report")
+    page = index.read_text()
+    assert "&lt;b&gt;dog&lt;/b&gt; &amp; co" in page and "<b>dog</b>" not in page
+    assert "0-based" in page and "level 0.99 = top 1% of pixels" in page
+    pngs = sorted(os.listdir(tmp_path / "report" / "units"))
+    assert pngs == [f"unit_{u:04d}.png" for u in range(4)]
+    assert (tmp_path / "report" / "concepts.png").stat().st_size > 0
+
+
+def test_best_units_figure(planted, tmp_path):
+    from netdissect_widgets.dissect.report import best_units_image, write_figures
+
+    img = best_units_image(planted, n_units=2, n=3, size=20)
+    assert img.size == (3 * 20 + 2 * 2, 2 * (20 + 16))
+    paths = write_figures(planted, tmp_path, "toy")
+    assert [p.name for p in paths] == ["toy-concepts.png", "toy-units.png"]
+
+
+def test_saved_files_are_readable_by_others(planted, tmp_path):
+    planted.save(tmp_path / "d")
+    index = planted.to_html(tmp_path / "r", n=2, size=16)
+    for path in [tmp_path / "d" / "arrays.npz", tmp_path / "d" / "dissection.json", index,
+                 tmp_path / "r" / "units" / "unit_0000.png"]:
+        assert path.stat().st_mode & 0o044 == 0o044, path

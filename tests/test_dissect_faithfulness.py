@@ -1,0 +1,255 @@
+"""Does dissect measure what the paper defines? Planted units, brute force, the toy world.
+
+* Planted units: a model whose unit is exactly the mask of a concept (built
+  from data whose segmentation is known) is labelled with that concept at
+  IoU >= 0.99; a constant unit matches nothing.
+* Brute force: levels and IoU equal a computation that upsamples and stores
+  everything (``F.interpolate`` + ``np.quantile`` + dense counting) to 1e-6.
+* Toy world: the trained toy classifier's conv5 units match >= 8 concepts.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from netdissect_widgets.dissect import dissect
+from netdissect_widgets.dissect._upsample import Upsampler, interp_matrix
+from tests.conftest import require
+
+CONCEPTS = ["-", "dog", "cat", "grass", "sky", "red"]
+CATEGORIES = ["-", "object", "object", "material", "object", "color"]
+
+
+class KnownSegData(torch.utils.data.Dataset):
+    """Images whose channel 0 encodes the concept id of each pixel; segmentation returned too."""
+
+    def __init__(self, n: int = 200, size: int = 16, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        seg = torch.full((n, 2, size, size), 0, dtype=torch.int64)
+        seg[:, 0] = 4  # sky everywhere ...
+        for i in range(n):
+            if i % 10 == 0:  # ... a rare small dog (0.6% of all pixels) ...
+                y, x = torch.randint(0, size - 4, (2,), generator=g).tolist()
+                seg[i, 0, y : y + 4, x : x + 4] = 1
+            y, x = torch.randint(0, size - 6, (2,), generator=g).tolist()  # ... grass in every image
+            seg[i, 0, y : y + 6, x : x + 6] = 3
+            y, x = torch.randint(0, size - 3, (2,), generator=g).tolist()  # colour channel: red patch
+            seg[i, 1, y : y + 3, x : x + 3] = 5
+        self.seg = seg
+        self.images = torch.rand(n, 3, size, size, generator=g) * 2 - 1
+        self.images[:, 0] = seg[:, 0].float() / 10
+
+    def __len__(self) -> int:
+        return len(self.seg)
+
+    def __getitem__(self, i: int):
+        return self.images[i], self.seg[i]
+
+
+class DataSegmenter:
+    """Reads the known segmentation from the batch."""
+
+    concepts, categories = CONCEPTS, CATEGORIES
+
+    def segment_batch(self, batch):
+        return batch[1]
+
+    def segment(self, images):  # pragma: no cover - never called for images="input"
+        raise TypeError("needs the batch")
+
+
+class Planted(nn.Module):
+    """unit 0 = dog mask; unit 1 = constant; unit 2 = grass mask x varying positive values; unit 3 = 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(1))
+        self.units = nn.Identity()
+        self.head = nn.Linear(4, 2)
+        nn.init.constant_(self.head.weight, 0.5)  # deterministic: equal models have equal fingerprints
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x):
+        ids = (x[:, 0] * 10).round()
+        vary = torch.sin(x[:, 1] * 7).abs() + 1
+        u0 = (ids == 1).float() * self.scale
+        u1 = torch.ones_like(u0)
+        u2 = (ids == 3).float() * vary
+        u3 = torch.zeros_like(u0)
+        return self.head(self.units(torch.stack([u0, u1, u2, u3], 1)).mean((2, 3)))
+
+
+def test_planted_units_are_labelled_with_their_concept():
+    ds = KnownSegData()
+    d = dissect(Planted(), "units", ds, DataSegmenter(), progress=False, k=5)
+    dog, grass = CONCEPTS.index("dog"), CONCEPTS.index("grass")
+    # unit 0 is exactly the dog mask, which covers < 1% of pixels: region = mask
+    assert d.labels[0].concept == "dog" and d.labels[0].matched
+    assert d.labels[0].iou >= 0.99
+    assert float(d.iou[0, dog]) == pytest.approx(1.0)
+    # the constant unit and the dead unit match nothing
+    for u in (1, 3):
+        assert not d.labels[u].matched
+        assert float(d.iou[u].max()) == 0.0
+        assert d.labels[u].concept == "-"
+    # unit 2 is grass times positive values: its top 1% lies inside the grass mask
+    assert d.labels[2].concept == "grass"
+    total = len(ds) * 16 * 16
+    grass_pixels = int((ds.seg[:, 0] == grass).sum())
+    assert d.unit_pixels[2] <= int(0.01 * total) + 1
+    assert float(d.iou[2, grass]) == pytest.approx(d.unit_pixels[2] / grass_pixels, rel=1e-6)
+    assert float(d.iou[2, dog]) == 0.0
+
+
+def test_planted_unit_at_a_lower_level_covers_its_whole_concept():
+    ds = KnownSegData()
+    # grass covers 14% of pixels; at level 0.5 unit 2's region is the whole grass mask
+    d = dissect(Planted(), "units", ds, DataSegmenter(), level=0.5, progress=False, k=5)
+    assert d.labels[2].concept == "grass" and d.labels[2].iou >= 0.99
+
+
+class RandomConv(nn.Module):
+    """A random conv net whose 'features' layer is at 1/4 resolution."""
+
+    def __init__(self, units: int = 6, round_half: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.features = nn.Sequential(nn.Conv2d(3, units, 3, stride=4, padding=1), nn.ReLU())
+        self.round_half = round_half
+        self.head = nn.Linear(units, 3)
+
+    def forward(self, x):
+        a = self.features(x)
+        if self.round_half:
+            a = a.half().float()
+        return self.head(a.mean((2, 3)))
+
+
+class RandomSegData(torch.utils.data.Dataset):
+    def __init__(self, n: int = 40, size: int = 16) -> None:
+        g = torch.Generator().manual_seed(2)
+        self.images = torch.rand(n, 3, size, size, generator=g) * 2 - 1
+        # blocky random segmentation, two label channels
+        coarse = torch.randint(0, 5, (n, 2, size // 4, size // 4), generator=g)
+        self.seg = coarse.repeat_interleave(4, 2).repeat_interleave(4, 3)
+        self.seg[:, 1] = torch.where(self.seg[:, 1] > 0, 5, 0)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        return self.images[i], self.seg[i]
+
+
+def brute_force(model, ds, level):
+    """Upsample everything densely, numpy quantile, dense counts.
+
+    The dense upsampling is dissect's reference ``Upsampler.__call__`` (equal to
+    ``F.interpolate`` to float rounding, see the test below): bilinear upsampling
+    makes exact ties, which a 1-ulp difference between two implementations would
+    reorder at the threshold, so the counts are compared on identical values.
+    """
+    with torch.no_grad():
+        acts = model.features(ds.images)
+        if model.round_half:
+            acts = acts.half().float()
+        upsample = Upsampler(acts.shape[2:], ds.seg.shape[2:])
+        up = torch.stack([upsample(acts[:, u]) for u in range(acts.shape[1])], 1)
+    up = up.permute(1, 0, 2, 3).reshape(acts.shape[1], -1).double().numpy()
+    levels = np.quantile(up, level, axis=1, method="linear")
+    ind = up > levels[:, None]  # (U, N*H*W)
+    seg = ds.seg.permute(1, 0, 2, 3).reshape(ds.seg.shape[1], -1).numpy()  # (L, N*H*W)
+    iou = np.zeros((acts.shape[1], len(CONCEPTS)))
+    for c in range(1, len(CONCEPTS)):
+        mask = (seg == c).any(0)
+        inter = (ind & mask).sum(1)
+        union = (ind | mask).sum(1)
+        iou[:, c] = np.where(union > 0, inter / np.maximum(union, 1), 0)
+    return levels, iou
+
+
+@pytest.mark.parametrize("store_dtype, round_half", [("float32", False), ("float16", True)])
+@pytest.mark.parametrize("level", [0.99, 0.95, 0.9973])
+def test_iou_and_levels_equal_brute_force(store_dtype, round_half, level):
+    model, ds = RandomConv(round_half=round_half), RandomSegData()
+    d = dissect(model, "features", ds, DataSegmenter(), level=level, store_dtype=store_dtype,
+                progress=False, batch_size=7, k=3)
+    levels, iou = brute_force(model, ds, level)
+    np.testing.assert_allclose(d.levels.numpy(), levels, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(d.iou.numpy(), iou, atol=1e-6)
+    assert (iou[:, 1:] > 0).any(), "the test data must give non-trivial IoUs"
+
+
+@pytest.mark.parametrize("feature, out", [((5, 7), (20, 28)), ((8, 8), (64, 64)), ((4, 4), (16, 16)),
+                                          ((3, 5), (7, 9)), ((6, 6), (6, 6)), ((7, 7), (56, 56))])
+def test_upsampling_is_torch_bilinear_and_blocks_are_bit_identical(feature, out):
+    x = torch.randn(3, *feature)
+    upsample = Upsampler(feature, out)
+    dense = upsample(x)
+    ref = F.interpolate(x[:, None], size=out, mode="bilinear", align_corners=False)[:, 0]
+    torch.testing.assert_close(dense, ref, rtol=1e-6, atol=1e-6)
+    mat = interp_matrix(out[0], feature[0]) @ x @ interp_matrix(out[1], feature[1]).t()
+    torch.testing.assert_close(mat, ref, rtol=1e-5, atol=1e-5)
+    # every block, computed on its own, equals the dense values bit for bit
+    gy, gx = upsample.y.coords.shape[0], upsample.x.coords.shape[0]
+    n, by, bx = (t.flatten() for t in torch.meshgrid(torch.arange(3), torch.arange(gy), torch.arange(gx), indexing="ij"))
+    values = upsample.blocks(x, n, by, bx)
+    where = torch.nonzero(values > -float("inf"))
+    flat = upsample.block_pixels(n, by, bx, where)
+    assert sorted(flat.tolist()) == list(range(dense.numel())), "blocks must tile the output exactly once"
+    got = torch.empty(dense.numel())
+    got[flat] = values[where[:, 0], where[:, 1], where[:, 2]]
+    assert torch.equal(got, dense.flatten())
+    # no block value exceeds the block's corner maximum
+    cmax = upsample.corner_max(x)
+    assert (torch.nan_to_num(values, nan=-float("inf")).amax((1, 2)) <= cmax[n, by, bx]).all()
+    # every row is a convex combination: upsampling never exceeds the maximum
+    for n, m in ((20, 5), (9, 4), (64, 8), (5, 5)):
+        w = interp_matrix(n, m)
+        assert (w >= 0).all() and torch.allclose(w.sum(1), torch.ones(n))
+
+
+def test_receptive_field_offset_shifts_the_region():
+    model, ds = RandomConv(), RandomSegData()
+    plain = dissect(model, "features", ds, DataSegmenter(), progress=False, k=3)
+    same = dissect(model, "features", ds, DataSegmenter(), progress=False, k=3, receptive_field=(4, 1.5))
+    shifted = dissect(model, "features", ds, DataSegmenter(), progress=False, k=3, receptive_field=(4, 0.0))
+    # (stride 4, offset 1.5) is exactly plain bilinear for a 4x downsampling
+    np.testing.assert_allclose(same.iou.numpy(), plain.iou.numpy(), atol=1e-6)
+    assert not np.allclose(shifted.iou.numpy(), plain.iou.numpy())
+
+
+def test_toy_classifier_conv5_units_match_many_concepts():
+    from netdissect_widgets import toyworld
+
+    try:
+        model = toyworld.load_classifier()
+    except (FileNotFoundError, OSError, ImportError) as err:
+        require(False, f"toy classifier weights not available: {err}")
+    d = dissect(model, "conv5", toyworld.SceneDataset(300, seed=123), toyworld.GroundTruthSegmenter(),
+                progress=False, batch_size=50)
+    matched = {lab.concept for lab in d.labels if lab.matched and lab.iou > 0.04}
+    assert len(matched) >= 8, d.summary()
+
+
+def test_sampled_levels_give_exact_regions_for_those_levels():
+    model, ds = RandomConv(), RandomSegData()
+    d = dissect(model, "features", ds, DataSegmenter(), level_sample=8, store_dtype="float32",
+                progress=False, batch_size=7, k=3)
+    with torch.no_grad():
+        acts = model.features(ds.images)
+    upsample = Upsampler(acts.shape[2:], ds.seg.shape[2:])
+    seg = ds.seg.permute(1, 0, 2, 3).reshape(ds.seg.shape[1], -1).numpy()
+    for u in range(acts.shape[1]):
+        ind = (upsample(acts[:, u]) > d.levels[u]).flatten().numpy()
+        assert ind.sum() == d.unit_pixels[u]
+        for c in range(1, len(CONCEPTS)):
+            mask = (seg == c).any(0)
+            expect = (ind & mask).sum() / max(1, (ind | mask).sum())
+            assert float(d.iou[u, c]) == pytest.approx(expect, abs=1e-6)
+    assert d.config["levels"].startswith("estimated") and d.config["top_fraction_rel_error"]["units"] > 0
+    exact = dissect(model, "features", ds, DataSegmenter(), store_dtype="float32", progress=False, k=3)
+    assert exact.config["top_fraction_rel_error"]["max"] < 0.05
