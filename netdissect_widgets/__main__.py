@@ -27,7 +27,7 @@ def _dissect_parser(sub: argparse._SubParsersAction) -> None:
         "dissect",
         help="dissect a layer of a toy-world model; writes an HTML report and the saved dissection",
         description="Dissect one layer: label every unit (0-based) with the concept its top-activation "
-        "region matches best (IoU over the dataset). Level 0.99 = each unit's top 1%% of pixels.",
+        "region matches best (IoU over the dataset). Level 0.99 = each unit's top 1% of pixels.",
     )
     p.add_argument("--model", choices=sorted(MODELS), default="toy-classifier")
     p.add_argument("--layer", default=None, help="layer name (default: conv5 for toy-classifier, layer4 for toy-gan)")
