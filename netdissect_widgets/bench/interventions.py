@@ -11,10 +11,14 @@
   classifier, whose head is fitted with an L1 penalty so each class reads a few units
   -- see :mod:`netdissect_widgets.toyworld.train` -- gave on CPU, k = 10 of 256:
   intact 1.000, removed 0.549, kept-only 0.948, 10 random units removed 0.959.)
-* **Generator** (``layer4`` of ``toyworld.load_generator()``, dissected with
+* **Generator** (``layer2`` of ``toyworld.load_generator()`` by default: 256 units at
+  8x8, the feature size of the paper's ProGAN ``layer4``; dissected with
   ``toyworld.load_segmenter()``): the share of 'tree' pixels removed when the top
-  1/2/4/8/20 tree units are zeroed everywhere, and the tree share inside vs outside a
-  painted square before and after inserting the top tree units there.
+  1/2/3/4/8/16/20/30 tree units (by IoU) are zeroed everywhere, and the tree share inside
+  vs outside a painted square before and after inserting the top tree units there.
+  (Paper, ProGAN church layer4: 11/18/41/46/51/52/55% removed for 1/2/3/4/8/20/30 units.)
+  ``--gan-layer layer4`` measures the 32x32 layer the paint notebook uses; there the
+  curve is not monotone (single tree-labelled units, when zeroed, can add tree pixels).
 
 The same functions (:func:`classifier_figures`, :func:`generator_figures`) back
 ``tests/test_faithfulness_interventions.py`` on smaller samples.
@@ -92,7 +96,7 @@ def generator_figures(
     z: torch.Tensor,
     *,
     concept: str = "tree",
-    ns: Sequence[int] = (1, 2, 4, 8, 20),
+    ns: Sequence[int] = (1, 2, 3, 4, 8, 16, 20, 30),
     insert_units: int = 20,
     box: tuple[int, int, int, int] | None = None,
     seed: int = 0,
@@ -150,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-eval", type=int, default=1000, help="scenes used to measure accuracies")
     parser.add_argument("--k", type=int, nargs="+", default=None,
                         help="numbers of top units per class (default 4%%, 8%%, 16%%, 25%% of the layer)")
-    parser.add_argument("--n-dissect", type=int, default=1000, help="generated images to dissect layer4")
+    parser.add_argument("--gan-layer", default="layer2", help="generator layer (default layer2: 8x8, like ProGAN's layer4)")
+    parser.add_argument("--n-dissect", type=int, default=1000, help="generated images to dissect the generator layer")
     parser.add_argument("--n-z", type=int, default=200, help="generated images to measure paint effects")
     parser.add_argument("--skip", choices=["classifier", "generator"], default=None)
     args = parser.parse_args(argv)
@@ -173,10 +178,10 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         gen = toyworld.load_generator(device)
         seg = toyworld.load_segmenter(device)
-        d = dissect(gen, "layer4", ZDataset(args.n_dissect, gen.z_dim, seed=DISSECT_Z_SEED), seg,
+        d = dissect(gen, args.gan_layer, ZDataset(args.n_dissect, gen.z_dim, seed=DISSECT_Z_SEED), seg,
                     images="output", progress=False)
         z = _stack_z(args.n_z, gen.z_dim, EVAL_Z_SEED)
-        out["generator"] = generator_figures(gen, "layer4", d, seg, z)
+        out["generator"] = generator_figures(gen, args.gan_layer, d, seg, z)
         out["generator"]["seconds"] = round(time.perf_counter() - t0, 1)
 
     if args.json:
