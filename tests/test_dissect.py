@@ -131,6 +131,14 @@ def test_layer_that_is_not_a_feature_map(data):
         dissect(Planted(), "head", data, DataSegmenter(), progress=False)
 
 
+def test_nan_activations_name_the_units(data):
+    model = Planted()
+    with torch.no_grad():
+        model.scale.fill_(float("nan"))  # unit 0 = dog mask x scale: NaN everywhere
+    with pytest.raises(ValueError, match=r"NaN \(units \[0\], 0-based\)"):
+        dissect(model, "units", data, DataSegmenter(), progress=False)
+
+
 class BadSeg(DataSegmenter):
     def __init__(self, fn):
         self.fn = fn

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from netdissect_widgets.dissect import dissect
-from netdissect_widgets.dissect._upsample import Upsampler, interp_matrix
+from netdissect_widgets.stats._bilinear import Upsampler, interp_matrix
 from tests.conftest import require
 
 CONCEPTS = ["-", "dog", "cat", "grass", "sky", "red"]

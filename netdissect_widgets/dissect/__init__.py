@@ -19,6 +19,17 @@ upsampling only the images whose low-resolution maximum can reach the level
 (bilinear upsampling never exceeds the maximum of the values it mixes). See
 :mod:`._run` (the pass, the cache) and :mod:`._compute` (levels, IoU).
 
+What comes from :mod:`netdissect_widgets.stats`: the upsampler
+(``stats._bilinear.Upsampler``, the same one behind ``stats.active_pixels`` and
+``IoUTally.add_activations``) and the top-k images (``stats.TopK``). The levels
+are exact order statistics of the stored pass rather than the streaming
+``stats.Quantile`` because the IoU must revisit every activation anyway (the
+region depends on the level), so the activations are stored, and from them the
+exact quantile costs about as much as the IoU itself. ``Quantile`` (rank error
+<= 6e-4, bounded memory, mergeable) is the tool when the activations are not
+kept: one streaming pass over data too large to store, or partial results
+merged across workers or runs.
+
 Modules: :mod:`._run` (:func:`dissect`), :mod:`.result` (:class:`Dissection`,
 :class:`UnitLabel`), :mod:`.render` (pictures), :mod:`.report` (HTML).
 """

@@ -2,7 +2,7 @@
 
 One model pass stores each unit's low-resolution maps ``A (N, U, h, w)`` and the
 segmentations. Everything else is computed here, for chunks of units at once,
-upsampling only the blocks (see :mod:`._upsample`) where a unit can be above a
+upsampling only the blocks (see :mod:`netdissect_widgets.stats._bilinear`) where a unit can be above a
 bound:
 
 1. blocks with a corner cell above the bound (a cheap boolean test on ``A``);
@@ -28,7 +28,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from ._upsample import Upsampler
+from ..stats._bilinear import Upsampler
 
 
 def _order_stats_needed(total: int, level: float) -> tuple[int, float]:

@@ -1,6 +1,7 @@
 """The statistics of a dissection, from what the pass stored.
 
-:func:`finish` computes, per unit: the top-k images by spatial max, the exact
+:func:`finish` computes, per unit: the top-k images by spatial max
+(:class:`~netdissect_widgets.stats.TopK` over the stored per-image maxima), the exact
 level and the IoU with every concept (chunks of units in parallel threads, see
 :mod:`._compute`), a histogram of a sample of the upsampled activations, the
 unit's maps on its top ``n_show`` images; and how close each region is to the
@@ -14,8 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
+from ..stats import TopK
+from ..stats._bilinear import Upsampler
 from ._compute import PixelLabels, chunk_levels_and_counts
-from ._upsample import Upsampler
 from .result import Dissection
 
 HIST_BINS = 64
@@ -32,8 +34,14 @@ def finish(stored, cfg, rf, concepts, categories, config, key, model_fp, device,
     n_concepts = len(concepts)
     k, n_show = min(cfg["k"], n), min(cfg["n_show"], n)
     maxes = torch.from_numpy(np.array(maxes_np, dtype=np.float32))  # a writable copy
-    order = torch.sort(maxes.t(), dim=1, descending=True, stable=True)
-    topk_values, topk_indices = order.values[:, :k].contiguous(), order.indices[:, :k].contiguous()
+    bad = torch.isnan(maxes).any(0)
+    if bool(bad.any()):
+        units = torch.nonzero(bad).flatten().tolist()
+        raise ValueError(f"the layer's activations contain NaN (units {units[:20]}, 0-based); dissect needs "
+                         f"finite activations: check the model and its inputs")
+    top = TopK(k)  # ties: the smaller dataset index first
+    top.add(maxes)  # rows = images in dataset order
+    topk_values, topk_indices = top.result()
 
     rf_pairs = None if rf is None else (tuple(rf[0]), tuple(rf[1]))
     upsample = Upsampler(stored["feature_size"], stored["seg_size"], rf_pairs, device=device)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from ._upsample import interp_matrix
+from ..stats._bilinear import interp_matrix
 
 if TYPE_CHECKING:  # pragma: no cover
     from .result import Dissection

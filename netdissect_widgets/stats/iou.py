@@ -123,11 +123,12 @@ class IoUTally(Stat):
         self._count(n, u, p, s, first)
 
     def add_activations(self, acts: torch.Tensor, levels: torch.Tensor, seg: torch.Tensor,
-                        align_corners: bool = False) -> None:
+                        align_corners: bool = False, receptive_field: Any = None) -> None:
         """Add ``upsample(acts) > levels`` (bilinear to ``seg``'s size) against ``seg``.
 
         Same result as ``add(upsample_threshold(acts, levels, seg.shape[2:]), seg)``
-        but without building the dense indicator tensor.
+        but without building the dense indicator tensor (``align_corners``,
+        ``receptive_field``: the upsampling weights, see :func:`active_pixels`).
         """
         if not isinstance(acts, torch.Tensor) or acts.ndim != 4 or acts.shape[1] != self.num_units:
             shape = tuple(acts.shape) if isinstance(acts, torch.Tensor) else type(acts).__name__
@@ -138,7 +139,8 @@ class IoUTally(Stat):
             raise ValueError("seg must be an int64 tensor (N, L, H, W)")
         size = (int(seg.shape[2]), int(seg.shape[3]))
         s, first = self._labels(seg, acts.shape[0], size)
-        n, u, p = active_pixels(acts, torch.as_tensor(levels, device=self.device), size, align_corners)
+        n, u, p = active_pixels(acts, torch.as_tensor(levels, device=self.device), size, align_corners,
+                                receptive_field)
         self._count(n, u, p, s, first)
 
     def _count(self, n: torch.Tensor, u: torch.Tensor, p: torch.Tensor, s: torch.Tensor, first: torch.Tensor) -> None:

@@ -1,4 +1,8 @@
-"""Bilinear upsampling of feature maps, dense or block by block.
+"""Bilinear upsampling of feature maps, dense or block by block: the one upsampler.
+
+Both :func:`~netdissect_widgets.stats.active_pixels` (the streaming IoU front
+end) and :func:`netdissect_widgets.dissect` upsample with :class:`Upsampler`, so
+the two compute the same float values (equal to ``F.interpolate`` up to an ulp).
 
 Along each axis, output pixel ``y`` reads feature cells ``i0(y), i1(y)`` with
 weights ``w0(y) + w1(y) = 1`` (:func:`axis_weights`; by default the weights of
@@ -8,7 +12,8 @@ form a *block*; a block's values are convex combinations of its 4 corner cells,
 and a bilinear function on a rectangle is largest at one of its corners, so a
 block's maximum is the max of its 4 corner pixels. :class:`Upsampler` computes
 values for any chosen blocks with exactly the same float operations as its
-dense ``__call__`` (bit-identical), which :mod:`._compute` relies on.
+dense ``__call__`` (bit-identical), which :mod:`netdissect_widgets.dissect._compute`
+relies on.
 """
 from __future__ import annotations
 
@@ -112,13 +117,17 @@ class Upsampler:
         self.out_size = (int(H), int(W))
 
     def __call__(self, maps: torch.Tensor) -> torch.Tensor:
-        """Dense upsampling of every map (the reference the block computation equals bit for bit)."""
-        maps = maps.float()
+        """Dense upsampling of every map (the reference the block computation equals bit for bit).
+
+        Computed in float32 (float64 maps stay float64)."""
+        maps = maps if maps.dtype == torch.float64 else maps.float()
         y, x = self.y, self.x
-        top, bot = maps[:, y.i0], maps[:, y.i1]                      # (n, H, w)
-        inner_top = top[:, :, x.i0] * x.w0 + top[:, :, x.i1] * x.w1  # (n, H, W)
-        inner_bot = bot[:, :, x.i0] * x.w0 + bot[:, :, x.i1] * x.w1
-        return inner_top * y.w0[:, None] + inner_bot * y.w1[:, None]
+        xw0, xw1, yw0, yw1 = (v.to(maps.dtype) for v in (x.w0, x.w1, y.w0, y.w1))
+        # along x on the low-res rows first (the same products per output value as the blocks compute,
+        # so bit-identical), then the rows gathered along y
+        inner = maps.index_select(-1, x.i0) * xw0 + maps.index_select(-1, x.i1) * xw1  # (n, h, W)
+        out = inner.index_select(-2, y.i0).mul_(yw0[:, None])
+        return out.add_(inner.index_select(-2, y.i1).mul_(yw1[:, None]))
 
     def sample(self, maps: torch.Tensor, k: int, seed: int = 0) -> torch.Tensor:
         """Upsampled values at ``k`` random output positions of each map (drawn independently per
