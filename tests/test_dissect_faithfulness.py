@@ -183,6 +183,28 @@ def test_iou_and_levels_equal_brute_force(store_dtype, round_half, level):
     assert (iou[:, 1:] > 0).any(), "the test data must give non-trivial IoUs"
 
 
+class RepeatedLabelData(RandomSegData):
+    """Like RandomSegData, but channel 1 repeats channel 0's concept on half of the blocks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(3)
+        n, _, h, w = self.seg.shape
+        pick = (torch.rand(n, h // 4, w // 4, generator=g) < 0.5).repeat_interleave(4, 1).repeat_interleave(4, 2)
+        self.seg[:, 1] = torch.where(pick, self.seg[:, 0], self.seg[:, 1])
+
+
+def test_a_concept_in_two_channels_of_a_pixel_counts_once():
+    model, ds = RandomConv(), RepeatedLabelData()
+    assert ((ds.seg[:, 0] == ds.seg[:, 1]) & (ds.seg[:, 0] > 0)).any(), "the data must repeat labels"
+    d = dissect(model, "features", ds, DataSegmenter(), level=0.95, store_dtype="float32",
+                progress=False, batch_size=7, k=3)
+    levels, iou = brute_force(model, ds, 0.95)
+    np.testing.assert_allclose(d.iou.numpy(), iou, atol=1e-6)
+    per_pixel = [int(((ds.seg == c).any(1)).sum()) for c in range(len(CONCEPTS))]
+    assert d.concept_pixels[1:].tolist() == per_pixel[1:]
+
+
 @pytest.mark.parametrize("feature, out", [((5, 7), (20, 28)), ((8, 8), (64, 64)), ((4, 4), (16, 16)),
                                           ((3, 5), (7, 9)), ((6, 6), (6, 6)), ((7, 7), (56, 56))])
 def test_upsampling_is_torch_bilinear_and_blocks_are_bit_identical(feature, out):

@@ -141,7 +141,7 @@ def collect(model, layer, loader, segmenter, cfg, n_concepts, seg_size, work: Pa
                             f"{tuple(s.shape[1:])} vs {(seg.shape[3], *seg.shape[1:3])} (pass seg_size= to resample)"
                         )
                     acts[row : row + b] = a_st.cpu().numpy()
-                    s_cpu = s.cpu()
+                    s_cpu = _once_per_pixel(s.cpu())
                     seg[row : row + b] = s_cpu.permute(0, 2, 3, 1).numpy().astype(seg_dtype, copy=False)
                     maxes[row : row + b] = m.cpu().numpy()
                     mins[row : row + b] = m_lo.cpu().numpy()
@@ -197,3 +197,20 @@ def _generated(out: Any, b: int) -> torch.Tensor:
             f"images='output' expects the model to generate images (N, 3, H, W) in [-1, 1]; it returned {what}"
         )
     return out
+
+
+def _once_per_pixel(seg: torch.Tensor) -> torch.Tensor:
+    """Zero a label that repeats an earlier channel's label at the same pixel.
+
+    IoU counts a pixel once per concept, however many of its label channels name that
+    concept (as :class:`~netdissect_widgets.stats.IoUTally` does); after this every
+    later count (concept pixels, intersections) can simply count labels.
+    """
+    if seg.shape[1] < 2:
+        return seg
+    out = seg.clone()
+    for c in range(1, seg.shape[1]):
+        repeated = (seg[:, c : c + 1] == seg[:, :c]).any(dim=1)
+        out[:, c].masked_fill_(repeated, 0)
+    return out
+
