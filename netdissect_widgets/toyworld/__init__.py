@@ -21,8 +21,8 @@ first use.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .._lazy import lazy_exports
+
 
 from .concepts import CLASSES, CONCEPTS, Concept, ConceptSet
 from .render import render_scene
@@ -38,14 +38,4 @@ _LAZY = {
 __all__ = ["CLASSES", "CONCEPTS", "Concept", "ConceptSet", "render_scene", *_LAZY]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'netdissect_widgets.toyworld' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)
