@@ -59,9 +59,14 @@ class PixelLabels:
 
     ``keys(pix)`` gives per-pixel keys ``(K,)`` or ``(K, L)`` in ``[0, n_keys)``; per-unit counts of
     keys ``(U, n_keys)`` become per-concept counts with ``to_concepts``.
+
+    The codes are found in linear time, one label channel at a time: the pairs (code so far,
+    next channel's id) present in the data get consecutive new codes (a presence table of
+    ``codes x concepts`` entries, no sort).
     """
 
     MAX_KEYS = 1 << 22  # at most U * n_keys counters
+    MAX_TABLE = 1 << 24  # at most this many (code, id) pairs in one presence table
 
     def __init__(self, seg: np.ndarray, n_concepts: int, n_units: int, device: torch.device) -> None:
         flat = np.ascontiguousarray(seg).reshape(-1, seg.shape[-1])
@@ -69,20 +74,20 @@ class PixelLabels:
         self.ids = torch.from_numpy(np.array(flat)).to(device)
         self.codes = None
         self.n_keys = n_concepts
-        L = flat.shape[1]
-        if flat.dtype == np.uint8 and L <= 4 and L > 1:
-            packed = np.zeros(len(flat), dtype=np.uint32)
-            for c in range(L):
-                packed |= flat[:, c].astype(np.uint32) << np.uint32(8 * c)
-            combos, inverse = np.unique(packed, return_inverse=True)
-            if len(combos) * n_units <= self.MAX_KEYS:
-                self.codes = torch.from_numpy(inverse.astype(np.int64).reshape(-1)).to(device)
-                self.n_keys = len(combos)
-                matrix = np.zeros((len(combos), n_concepts), dtype=np.int64)
-                for c in range(L):
-                    np.add.at(matrix, (np.arange(len(combos)), (combos >> np.uint32(8 * c)) & np.uint32(255)), 1)
-                matrix[:, 0] = 0
-                self.matrix = matrix
+        if flat.shape[1] < 2:
+            return
+        found = _combination_codes(flat, n_concepts, self.MAX_TABLE, self.MAX_KEYS // max(1, n_units))
+        if found is None:
+            return
+        codes, combos = found
+        self.codes = torch.from_numpy(codes).to(device)
+        self.n_keys = len(combos)
+        matrix = np.zeros((len(combos), n_concepts), dtype=np.int64)
+        rows = np.arange(len(combos))
+        for c in range(combos.shape[1]):
+            np.add.at(matrix, (rows, combos[:, c]), 1)
+        matrix[:, 0] = 0
+        self.matrix = matrix
 
     def keys(self, pix: torch.Tensor) -> torch.Tensor:
         if self.codes is not None:
@@ -91,6 +96,42 @@ class PixelLabels:
 
     def to_concepts(self, counts: np.ndarray) -> np.ndarray:
         return counts @ self.matrix if self.codes is not None else counts
+
+
+def _combination_codes(flat: np.ndarray, n_concepts: int, max_table: int, max_codes: int):
+    """``(codes (P,) int64, combos (K, L))``: the distinct rows of ``flat (P, L)`` numbered
+    ``0..K-1`` and each pixel's number; None when they are too many (> ``max_codes``).
+
+    Linear time: each column's present values get consecutive numbers (a presence table,
+    no sort), then the columns are folded in one at a time the same way. Two uint8 labels
+    are read as one little-endian uint16 column (no copy), halving the folds.
+    """
+    if flat.dtype == np.uint8 and flat.shape[1] % 2 == 0 and flat.flags.c_contiguous:
+        columns, size, pairs = flat.view("<u2"), 1 << 16, True
+    else:
+        columns, size, pairs = flat, n_concepts, False
+    code = None
+    combos = None  # (K, columns so far): the column values of each code
+    for j in range(columns.shape[1]):
+        col = columns[:, j]
+        present = np.bincount(col, minlength=size).astype(bool)
+        values = np.flatnonzero(present)
+        number = (np.cumsum(present) - 1)[col]
+        if code is None:
+            code, combos = number, values[:, None]
+            continue
+        if len(combos) * len(values) > max_table:
+            return None
+        pair = code * len(values) + number
+        present = np.bincount(pair, minlength=len(combos) * len(values)).astype(bool)
+        code = (np.cumsum(present) - 1)[pair]
+        kept = np.flatnonzero(present)
+        combos = np.concatenate([combos[kept // len(values)], values[kept % len(values), None]], axis=1)
+    if len(combos) > max_codes:
+        return None
+    if pairs:
+        combos = np.stack([combos & 255, combos >> 8], axis=2).reshape(len(combos), -1)
+    return code, combos
 
 
 def unit_level_and_counts(
