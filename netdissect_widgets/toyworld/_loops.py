@@ -40,7 +40,7 @@ class ClassifierConfig:
 @dataclass
 class SegmenterConfig:
     steps: int = 5000
-    batch_size: int = 64
+    batch_size: int = 32
     lr: float = 3e-3
     weight_decay: float = 1e-4
 

@@ -296,8 +296,9 @@ def train_one(name: str, data: SceneTensors, heldout: SceneTensors, device: torc
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m netdissect_widgets.toyworld.train",
                                      description="Train the toy world's models from fixed seeds and save them.")
-    parser.add_argument("which", nargs="?", default="all", choices=list(ORDER) + ["all", "classifier-head"],
-                        help="a model, all of them, or classifier-head: only the classifier's stage 2, on the "
+    parser.add_argument("which", nargs="*", default="all", choices=list(ORDER) + ["all", "classifier-head"],
+                        help="models to train (in the order classifier, segmenter, generator), all of them "
+                             "(the default), or classifier-head: only the classifier's stage 2, on the "
                              "classifier already in --out")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default)")
     parser.add_argument("--out", default=None, help=f"output folder (default: the package's {WEIGHTS_DIR})")
@@ -327,13 +328,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.backends.cudnn.allow_tf32 = True
     out = Path(args.out) if args.out else WEIGHTS_DIR
     out.mkdir(parents=True, exist_ok=True)
-    names = ORDER if args.which == "all" else (args.which,)
+    which = {args.which} if isinstance(args.which, str) else set(args.which)
+    if "classifier-head" in which and len(which) > 1:
+        parser.error("classifier-head runs alone (it refits the head of the classifier already in --out)")
+    names = ORDER if "all" in which else tuple(n for n in ORDER if n in which)
     progress = not args.no_progress
     workers = max(0, args.workers) if args.workers > 1 else 0
 
     head = {"l1": args.head_l1, "steps": args.head_steps, "train_size": args.head_train_size}
     t0 = time.perf_counter()
-    if args.which == "classifier-head":
+    if which == {"classifier-head"}:
         data = render_tensors(min(args.train_size, args.head_train_size), TRAIN_SEED, workers=workers,
                               progress=progress, desc="training scenes")
         heldout = render_tensors(args.heldout_size, HELDOUT_SEED, workers=workers, progress=progress,
