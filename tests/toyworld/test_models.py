@@ -176,6 +176,18 @@ def test_train_command_runs_into_temp_folder(tmp_path):
     assert {n: sha256_file(loaders.WEIGHTS_DIR / f"{n}.pt") for n in loaders.MODEL_NAMES} == shipped
 
 
+def test_train_command_takes_several_models(tmp_path, capsys):
+    code = train.main(["segmenter", "classifier", "--out", str(tmp_path), "--device", "cpu", "--steps", "1",
+                       "--batch-size", "4", "--train-size", "8", "--heldout-size", "4", "--workers", "0",
+                       "--no-progress"])
+    assert code == 0
+    assert sorted(load_json(tmp_path / loaders.MANIFEST)["models"]) == ["classifier", "segmenter"]
+    assert not (tmp_path / "generator.pt").exists()
+    with pytest.raises(SystemExit):
+        train.main(["classifier-head", "segmenter", "--out", str(tmp_path)])
+    assert "classifier-head runs alone" in capsys.readouterr().err
+
+
 def test_classifier_head_is_sparse_and_stage2_refits_only_the_head(weights_copy):
     shipped = loaders.load_classifier()
     entry = load_json(loaders.WEIGHTS_DIR / loaders.MANIFEST)["models"]["classifier"]["training"]
