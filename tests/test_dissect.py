@@ -45,10 +45,20 @@ def test_result_fields(planted, data):
     assert len(d.thumb_index) == len(d.thumbs) and (np.diff(d.thumb_index) > 0).all()
     assert [lab.unit for lab in d.labels] == [0, 1, 2, 3]
     assert isinstance(d.labels[0], UnitLabel) and d.labels[0].category == "object"
-    # histograms count every low-res value of each unit
-    assert (d.hist_counts.sum(1) == len(data) * 32).all()  # a sample of 32 positions per image
+    # histograms count a sample of 32 upsampled positions per image (fewer for many images)
+    assert (d.hist_counts.sum(1) == len(data) * 32).all()
+    assert d.config["hist_sample"].startswith("32 random")
     assert d.hist_edges.shape == (4, d.hist_counts.shape[1] + 1)
     assert d.config["level"] == 0.99 and d.config["units"] == "0-based"
+
+
+def test_sample_shrinks_per_image_for_many_images_and_follows_level_sample():
+    from netdissect_widgets.dissect._stats import SAMPLE_TOTAL, sample_positions
+
+    assert sample_positions(10) == 32 and sample_positions(512) == 32
+    assert sample_positions(1000) == 17 and 1000 * 17 >= SAMPLE_TOTAL  # about SAMPLE_TOTAL values per unit
+    assert sample_positions(10**6) == 1
+    assert sample_positions(1000, level_sample=64) == 64
 
 
 def test_topk_is_ranked_by_spatial_max(planted, data):

@@ -144,7 +144,7 @@ class RandomSegData(torch.utils.data.Dataset):
         return self.images[i], self.seg[i]
 
 
-def brute_force(model, ds, level):
+def brute_force(model, ds, level, n_concepts=len(CONCEPTS)):
     """Upsample everything densely, numpy quantile, dense counts.
 
     The dense upsampling is dissect's reference ``Upsampler.__call__`` (equal to
@@ -162,8 +162,8 @@ def brute_force(model, ds, level):
     levels = np.quantile(up, level, axis=1, method="linear")
     ind = up > levels[:, None]  # (U, N*H*W)
     seg = ds.seg.permute(1, 0, 2, 3).reshape(ds.seg.shape[1], -1).numpy()  # (L, N*H*W)
-    iou = np.zeros((acts.shape[1], len(CONCEPTS)))
-    for c in range(1, len(CONCEPTS)):
+    iou = np.zeros((acts.shape[1], n_concepts))
+    for c in range(1, n_concepts):
         mask = (seg == c).any(0)
         inter = (ind & mask).sum(1)
         union = (ind | mask).sum(1)
@@ -202,6 +202,35 @@ def test_a_concept_in_two_channels_of_a_pixel_counts_once():
     levels, iou = brute_force(model, ds, 0.95)
     np.testing.assert_allclose(d.iou.numpy(), iou, atol=1e-6)
     per_pixel = [int(((ds.seg == c).any(1)).sum()) for c in range(len(CONCEPTS))]
+    assert d.concept_pixels[1:].tolist() == per_pixel[1:]
+
+
+class ManyConceptData(RandomSegData):
+    """300 concepts (stored as int16) in three label channels; channel 2 often repeats channel 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(4)
+        n, _, h, w = self.seg.shape
+        coarse = torch.randint(0, 300, (n, 3, h // 4, w // 4), generator=g)
+        self.seg = coarse.repeat_interleave(4, 2).repeat_interleave(4, 3)
+        self.seg[:, 2] = torch.where(self.seg[:, 2] % 3 == 0, self.seg[:, 0], self.seg[:, 2])
+
+
+class ManyConceptSegmenter(DataSegmenter):
+    concepts = ["-"] + [f"c{i}" for i in range(1, 300)]
+    categories = ["-"] + ["object"] * 299
+
+
+def test_more_than_256_concepts_in_three_channels_equal_brute_force():
+    model, ds = RandomConv(), ManyConceptData()
+    d = dissect(model, "features", ds, ManyConceptSegmenter(), level=0.95, store_dtype="float32",
+                progress=False, batch_size=7, k=3)
+    levels, iou = brute_force(model, ds, 0.95, n_concepts=300)
+    np.testing.assert_allclose(d.levels.numpy(), levels, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(d.iou.numpy(), iou, atol=1e-6)
+    assert (iou[:, 256:] > 0).any(), "concepts above 255 must be in the regions"
+    per_pixel = [int(((ds.seg == c).any(1)).sum()) for c in range(300)]
     assert d.concept_pixels[1:].tolist() == per_pixel[1:]
 
 

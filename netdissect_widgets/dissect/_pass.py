@@ -53,12 +53,13 @@ def few_threads(device: torch.device):
 
 
 
-def _compact_dtype(n_concepts: int) -> np.dtype:
+def _compact_dtype(n_concepts: int) -> tuple[torch.dtype, np.dtype]:
+    """The smallest integer dtype (torch, numpy) holding concept ids ``0 .. n_concepts - 1``."""
     if n_concepts <= 256:
-        return np.dtype(np.uint8)
+        return torch.uint8, np.dtype(np.uint8)
     if n_concepts <= 32768:
-        return np.dtype(np.int16)
-    return np.dtype(np.int32)
+        return torch.int16, np.dtype(np.int16)
+    return torch.int32, np.dtype(np.int32)
 
 
 def _resize_seg(seg: torch.Tensor, size: list[int]) -> torch.Tensor:
@@ -96,7 +97,7 @@ def collect(model, layer, loader, segmenter, cfg, n_concepts, seg_size, work: Pa
     images_kind = cfg["images"]
     use_batch = images_kind == "input" and hasattr(segmenter, "segment_batch")
     store_dtype = torch.float16 if cfg["store_dtype"] == "float16" else torch.float32
-    seg_dtype = _compact_dtype(n_concepts)
+    seg_dtype, seg_np_dtype = _compact_dtype(n_concepts)
     n_show = cfg["n_show"]
     acts = seg = maxes = None
     concept_pixels = torch.zeros(n_concepts, dtype=torch.int64)
@@ -124,11 +125,12 @@ def collect(model, layer, loader, segmenter, cfg, n_concepts, seg_size, work: Pa
                     s = _resize_seg(s, seg_size)
                 with few_threads(device):  # the bookkeeping below: small ops, one thread
                     a_st = a.to(store_dtype)
-                    m = a_st.amax(dim=(2, 3)).float()
-                    m_lo = a_st.amin(dim=(2, 3)).float()
+                    # extremes of the stored values (rounding is monotonic: round the extremes, not all)
+                    m = a.amax(dim=(2, 3)).to(store_dtype).float()
+                    m_lo = a.amin(dim=(2, 3)).to(store_dtype).float()
                     if acts is None:
                         acts = _allocate(work / "acts.npy", (n_items, *a.shape[1:]), np.dtype(cfg["store_dtype"]))
-                        seg = _allocate(work / "seg.npy", (n_items, *s.shape[2:], s.shape[1]), seg_dtype)
+                        seg = _allocate(work / "seg.npy", (n_items, *s.shape[2:], s.shape[1]), seg_np_dtype)
                         maxes = np.empty((n_items, a.shape[1]), dtype=np.float32)
                         mins = np.empty((n_items, a.shape[1]), dtype=np.float32)
                         show_vals = torch.full((a.shape[1], 0), -math.inf, device=m.device)
@@ -141,8 +143,8 @@ def collect(model, layer, loader, segmenter, cfg, n_concepts, seg_size, work: Pa
                             f"{tuple(s.shape[1:])} vs {(seg.shape[3], *seg.shape[1:3])} (pass seg_size= to resample)"
                         )
                     acts[row : row + b] = a_st.cpu().numpy()
-                    s_cpu = _once_per_pixel(s.cpu())
-                    seg[row : row + b] = s_cpu.permute(0, 2, 3, 1).numpy().astype(seg_dtype, copy=False)
+                    s_cpu = _once_per_pixel(s.to(seg_dtype).cpu())  # ids were checked: they fit
+                    seg[row : row + b] = s_cpu.permute(0, 2, 3, 1).numpy()
                     maxes[row : row + b] = m.cpu().numpy()
                     mins[row : row + b] = m_lo.cpu().numpy()
                     concept_pixels += torch.bincount(s_cpu.reshape(-1), minlength=n_concepts)

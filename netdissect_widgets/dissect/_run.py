@@ -29,10 +29,10 @@ from ..hooks import get_layer
 from . import _data
 from ._cache import PASS_VERSION, commit_pass, load_pass, load_result, save_result
 from ._pass import collect, few_threads
-from ._stats import HIST_BINS, SAMPLE_POSITIONS, finish
+from ._stats import HIST_BINS, finish, sample_positions
 from .result import Dissection, level_phrase
 
-RESULT_VERSION = 1
+RESULT_VERSION = 2
 
 
 def dissect(
@@ -192,7 +192,8 @@ def dissect(
     try:
         config = dict(cfg, layer=layer, seg_size=list(stored["seg_size"]), feature_size=list(stored["feature_size"]),
                       receptive_field=rf, n_items=int(stored["maxes"].shape[0]), hist_bins=HIST_BINS,
-                      hist_sample=f"{cfg['level_sample'] or SAMPLE_POSITIONS} random upsampled positions per image",
+                      hist_sample=f"{sample_positions(int(stored['maxes'].shape[0]), cfg['level_sample'])} random "
+                                  f"upsampled positions per image",
                       level_meaning=level_phrase(cfg["level"]), units="0-based")
         t0 = time.perf_counter()
         with few_threads(module_device(model)) as workers:

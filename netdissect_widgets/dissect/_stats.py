@@ -24,8 +24,18 @@ HIST_BINS = 64
 #: the level search tries bounds at quantile 1 - m * (1 - level) for these m (the first of a
 #: sample of upsampled values, the others of the low-res values), then the minimum
 BOUND_STEPS = (1.5, 6, 25)
-#: upsampled positions per image sampled for the first bound of the level search and the histogram
+#: upsampled positions per image sampled for the first bound of the level search and the histogram:
+#: SAMPLE_POSITIONS, or fewer when there are many images (about SAMPLE_TOTAL values per unit suffice:
+#: the bound's quantile 1 - 1.5 (1 - level) then has ~250 sampled values above it at level 0.99)
 SAMPLE_POSITIONS = 32
+SAMPLE_TOTAL = 16384
+
+
+def sample_positions(n_images: int, level_sample: int | None = None) -> int:
+    """Random upsampled positions sampled per image (``level_sample`` when given)."""
+    if level_sample:
+        return int(level_sample)
+    return max(1, min(SAMPLE_POSITIONS, -(-SAMPLE_TOTAL // max(1, n_images))))
 
 
 def finish(stored, cfg, rf, concepts, categories, config, key, model_fp, device, workers: int = 1) -> Dissection:
@@ -65,10 +75,10 @@ def finish(stored, cfg, rf, concepts, categories, config, key, model_fp, device,
     def work(u0: int, u1: int) -> None:
         block = torch.from_numpy(np.array(acts[:, u0:u1])).to(device).float()  # (N, uc, h, w), writable
         lo, hi = lo_all[u0:u1].to(device), hi_all[u0:u1].to(device)
-        # a sample of the upsampled values (SAMPLE_POSITIONS random positions of every image) gives the
-        # histogram and the first bound of the exact level search: its quantile at 1 - 1.5 (1 - level),
-        # above which enough upsampled values lie unless the sample is very unlucky (then: fallbacks)
-        positions = cfg["level_sample"] or SAMPLE_POSITIONS
+        # a sample of the upsampled values (random positions of every image) gives the histogram and
+        # the first bound of the exact level search: its quantile at 1 - 1.5 (1 - level), above which
+        # enough upsampled values lie unless the sample is very unlucky (then: fallbacks)
+        positions = sample_positions(n, cfg["level_sample"])
         sample = upsample.sample(block, positions, seed=u0).permute(1, 0, 2).reshape(u1 - u0, -1)
         fixed = _sample_quantile(sample, level) if cfg["level_sample"] else None
         first = _kth_at(sample, 1 - BOUND_STEPS[0] * (1 - level))
