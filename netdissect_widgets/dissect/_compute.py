@@ -80,7 +80,7 @@ class PixelLabels:
         if found is None:
             return
         codes, combos = found
-        self.codes = torch.from_numpy(codes).to(device)
+        self.codes = torch.from_numpy(codes.astype(np.int32)).to(device)
         self.n_keys = len(combos)
         matrix = np.zeros((len(combos), n_concepts), dtype=np.int64)
         rows = np.arange(len(combos))
@@ -92,7 +92,7 @@ class PixelLabels:
     def keys(self, pix: torch.Tensor) -> torch.Tensor:
         if self.codes is not None:
             return self.codes.index_select(0, pix)
-        return self.ids.index_select(0, pix).long()
+        return self.ids.index_select(0, pix)
 
     def to_concepts(self, counts: np.ndarray) -> np.ndarray:
         return counts @ self.matrix if self.codes is not None else counts
@@ -272,48 +272,48 @@ def chunk_levels_and_counts(
         unit = un // N
         bu = b[unit]
         idx = torch.nonzero(emax > bu - 1e-5 * bu.abs() - margin).squeeze(1)
-        blk, un, unit, abcd, emax, margin = (v[idx] for v in (blk, un, unit, abcd, emax, margin))
+        blk, un, unit, abcd = (v[idx] for v in (blk, un, unit, abcd))
         gy, gx = blk // Gx, blk % Gx
         vals = upsample.from_corners(abcd, gy, gx).view(-1, Sy * Sx)  # (P, Sy*Sx), NaN padding
+        # every value above its unit's bound, as flat positions (block row * S + j), grouped by unit
+        pos = torch.nonzero((vals > b[unit][:, None]).view(-1)).squeeze(1)
+        big = vals.view(-1).index_select(0, pos)
+        rows = torch.searchsorted(unit, torch.arange(u0, u1 + 1, device=dev))  # each unit's block rows
+        ends = torch.searchsorted(pos, rows * (Sy * Sx)).tolist()             # ... and its values in big
         if fixed_levels is not None:
-            # levels given (estimated from a sample): no search, the region is above them
-            t = fixed.clone()
+            # levels given (estimated from a sample, and used as the bounds): the region is above them
             levels[u0:u1] = fixed[u0:u1].cpu().numpy()
+            region = pos
+            cuts = ends
         else:
-            above = vals > b[unit][:, None]
-            n_above = torch.zeros(U, dtype=torch.int64, device=dev).index_add_(
-                0, unit, above.sum(1)).tolist()
-            big = vals[above]  # grouped by unit, in unit order
-            t = torch.full((U,), math.inf, device=dev)
-            offset = 0
+            parts = []
             for u in range(u0, u1):
-                m = n_above[u]
-                if m >= need:
-                    v0, v1 = _two_largest_at(big[offset : offset + m], r0)
+                a, e = ends[u - u0], ends[u - u0 + 1]
+                if e - a >= need:
+                    v0, v1 = _two_largest_at(big[a:e], r0)
                     levels[u] = _float32_below(v0 + frac * (v1 - v0) if frac > 0 else v0)
-                    t[u] = float(levels[u])
+                    parts.append(pos[a:e][big[a:e] > float(levels[u])])
                 else:
-                    fallback.append(u)
-                offset += m
-        # regions of the units decided here (t = inf for the others: nothing selected)
-        tb = t[unit]
-        idx = torch.nonzero(emax > tb - 1e-5 * tb.abs() - margin).squeeze(1)
-        inside = vals.index_select(0, idx) > tb[idx][:, None]  # (P', Sy*Sx): the region in these blocks
-        flat = torch.nonzero(inside.view(-1)).squeeze(1)        # region pixels as (block row) * S + j
-        if flat.numel():
-            r = torch.div(flat, Sy * Sx, rounding_mode="floor")
-            j = flat - r * (Sy * Sx)
-            # per block first (cheap), then per pixel: flat pixel index and the concept-count key base
-            base = (un[idx] % N) * (H * W)
-            slot = blk[idx] * (Sy * Sx)
-            pix = base[r] + tables["pixel_offsets_flat"][slot[r] + j]
-            labels = pixel_labels.keys(pix)  # (K,) combination codes or (K, L) concept ids
-            offsets = (unit[idx] * pixel_labels.n_keys)[r]
-            keys = (offsets + labels if labels.dim() == 1 else offsets[:, None] + labels).reshape(-1)
-            key_counts += torch.bincount(keys, minlength=U * pixel_labels.n_keys).reshape(U, -1)
-            per_block = inside.sum(1)
-            unit_counts += torch.zeros(U, dtype=torch.int64, device=dev).index_add_(
-                0, unit[idx], per_block).cpu().numpy()
+                    fallback.append(u)  # too few values above the bound: redone alone below
+                    parts.append(pos[:0])
+            region = torch.cat(parts)
+            cuts = np.concatenate([[0], np.cumsum([len(q) for q in parts])]).tolist()
+        if region.numel():
+            S = Sy * Sx
+            if S & (S - 1) == 0:  # a power of two: shifts instead of a division
+                r, j = region >> (S.bit_length() - 1), region & (S - 1)
+            else:
+                r = torch.div(region, S, rounding_mode="floor")  # block row of each region pixel
+                j = region - r * S
+            # flat pixel index: the block's first pixel (per block, cheap) + the position's offset
+            first = (un % N) * (H * W) + tables["block_origin"][blk]
+            labels = pixel_labels.keys(first[r] + tables["pixel_rel"][j])  # (K,) codes or (K, L) ids
+            # region pixels are grouped by unit: count each unit's keys on its own slice
+            for u in range(u0, u1):
+                a, e = cuts[u - u0], cuts[u - u0 + 1]
+                if e > a:
+                    key_counts[u] += torch.bincount(labels[a:e].reshape(-1), minlength=pixel_labels.n_keys)
+                    unit_counts[u] += e - a
         u0 = u1
     counts += pixel_labels.to_concepts(key_counts.cpu().numpy())
     for u in fallback:

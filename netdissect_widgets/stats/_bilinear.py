@@ -150,7 +150,9 @@ class Upsampler:
 
     def tables(self, h: int, w: int) -> dict[str, torch.Tensor]:
         """Flat-index tables for maps ``(..., h, w)``: per block type ``gy * Gx + gx``, the offsets of
-        its 4 corner cells ``(G, 4)`` and of its pixels ``y * W + x`` in the output ``(G, Sy * Sx)``."""
+        its 4 corner cells ``(G, 4)`` and of its first pixel ``y * W + x`` in the output ``(G,)``; and
+        the offset of each block position from that first pixel ``(Sy * Sx,)`` (a block's pixels are
+        consecutive rows and columns, so first pixel + offset is the pixel for every valid position)."""
         key = (h, w)
         cache = self.__dict__.setdefault("_tables", {})
         if key not in cache:
@@ -158,12 +160,12 @@ class Upsampler:
             r0, r1 = y.g_i0[:, None], y.g_i1[:, None]
             c0, c1 = x.g_i0[None, :], x.g_i1[None, :]
             corner = torch.stack([r0 * w + c0, r0 * w + c1, r1 * w + c0, r1 * w + c1], -1).reshape(-1, 4)
-            H, W = self.out_size
-            pix = (y.coords[:, None, :, None] * W + x.coords[None, :, None, :])  # (Gy, Gx, Sy, Sx)
-            valid = y.valid[:, None, :, None] & x.valid[None, :, None, :]
-            pix = torch.where(valid, pix, torch.zeros_like(pix))
-            cache[key] = {"corner_offsets": corner, "pixel_offsets": pix.reshape(corner.shape[0], -1),
-                          "pixel_offsets_flat": pix.reshape(-1)}
+            W = self.out_size[1]
+            origin = (y.coords[:, 0, None] * W + x.coords[None, :, 0]).reshape(-1)
+            Sy, Sx = y.coords.shape[1], x.coords.shape[1]
+            dev = y.coords.device
+            rel = (torch.arange(Sy, device=dev)[:, None] * W + torch.arange(Sx, device=dev)[None, :]).reshape(-1)
+            cache[key] = {"corner_offsets": corner, "block_origin": origin, "pixel_rel": rel}
         return cache[key]
 
     def corner_max(self, maps: torch.Tensor) -> torch.Tensor:
