@@ -183,6 +183,19 @@ def test_iou_and_levels_equal_brute_force(store_dtype, round_half, level):
     assert (iou[:, 1:] > 0).any(), "the test data must give non-trivial IoUs"
 
 
+def test_levels_are_exact_when_the_first_bound_is_too_high(monkeypatch):
+    """A first bound above the level leaves too few values: every unit takes the later bounds."""
+    from netdissect_widgets.dissect import _stats
+
+    monkeypatch.setattr(_stats, "BOUND_STEPS", (0.5,) + _stats.BOUND_STEPS[1:])
+    model, ds = RandomConv(), RandomSegData()
+    d = dissect(model, "features", ds, DataSegmenter(), level=0.95, store_dtype="float32",
+                progress=False, batch_size=7, k=3)
+    levels, iou = brute_force(model, ds, 0.95)
+    np.testing.assert_allclose(d.levels.numpy(), levels, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(d.iou.numpy(), iou, atol=1e-6)
+
+
 class RepeatedLabelData(RandomSegData):
     """Like RandomSegData, but channel 1 repeats channel 0's concept on half of the blocks."""
 
