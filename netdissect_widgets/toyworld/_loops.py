@@ -78,18 +78,16 @@ def _cosine(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
 
 
-def train_classifier(model: ToyClassifier, data: SceneTensors, cfg: ClassifierConfig, seed: int,
-                     progress: bool = True) -> ToyClassifier:
-    device = data.labels.device
-    gen = torch.Generator(device=device).manual_seed(seed)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
-    warmup = max(1, cfg.steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine(s, cfg.steps, warmup))
+def _fit(model: nn.Module, opt: torch.optim.Optimizer, steps: int, desc: str,
+         step_loss: Callable[[], torch.Tensor], progress: bool) -> nn.Module:
+    """The supervised loop of the classifier and the segmenter: ``steps`` optimiser steps on
+    ``step_loss()`` (one fresh batch each), cosine learning rate after a 5% linear warm-up."""
+    warmup = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine(s, steps, warmup))
     model.train()
-    bar = tqdm(range(cfg.steps), desc="classifier", disable=not progress)
+    bar = tqdm(range(steps), desc=desc, disable=not progress)
     for step in bar:
-        x, y = _batch(data, gen, cfg.batch_size)
-        loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
+        loss = step_loss()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -97,29 +95,31 @@ def train_classifier(model: ToyClassifier, data: SceneTensors, cfg: ClassifierCo
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
     return model.eval()
+
+
+def train_classifier(model: ToyClassifier, data: SceneTensors, cfg: ClassifierConfig, seed: int,
+                     progress: bool = True) -> ToyClassifier:
+    gen = torch.Generator(device=data.labels.device).manual_seed(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+
+    def step_loss() -> torch.Tensor:
+        x, y = _batch(data, gen, cfg.batch_size)
+        return F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
+
+    return _fit(model, opt, cfg.steps, "classifier", step_loss, progress)
 
 
 def train_segmenter(model: ToySegmenter, data: SceneTensors, cfg: SegmenterConfig, seed: int,
                     progress: bool = True) -> ToySegmenter:
-    device = data.labels.device
-    gen = torch.Generator(device=device).manual_seed(seed)
+    gen = torch.Generator(device=data.labels.device).manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    warmup = max(1, cfg.steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine(s, cfg.steps, warmup))
-    model.train()
-    bar = tqdm(range(cfg.steps), desc="segmenter", disable=not progress)
-    for step in bar:
+
+    def step_loss() -> torch.Tensor:
         x, _, seg = _batch(data, gen, cfg.batch_size, with_seg=True)
         target = model.targets(seg)
-        logits = model.logits(x)
-        loss = sum(F.cross_entropy(lg, target[:, k]) for k, lg in enumerate(logits))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    return model.eval()
+        return sum(F.cross_entropy(lg, target[:, k]) for k, lg in enumerate(model.logits(x)))
+
+    return _fit(model, opt, cfg.steps, "segmenter", step_loss, progress)
 
 
 @torch.no_grad()
