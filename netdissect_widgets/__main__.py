@@ -38,6 +38,9 @@ def _dissect_parser(sub: argparse._SubParsersAction) -> None:
                    "toy segmenter (default for toy-gan); color: named colours")
     p.add_argument("--level", type=float, default=0.99, help="activation quantile per unit (0.99 = top 1%% of pixels)")
     p.add_argument("--iou-threshold", type=float, default=0.04, help="a unit matches a concept when IoU > this")
+    p.add_argument("--seg-size", type=int, default=None, metavar="N",
+                   help="segmentation resolution NxN (default: the segmenter's, 64 in the toy world; the paper "
+                        "used a quarter of a classifier's input size)")
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
     p.add_argument("--seed", type=int, default=0, help="seed of the dataset")
@@ -65,7 +68,7 @@ def run_dissect(args: argparse.Namespace) -> int:
     try:
         d = dissect(setup.model, layer, setup.data, setup.segmenter, images=setup.images, level=args.level,
                     iou_threshold=args.iou_threshold, batch_size=args.batch_size, num_workers=args.num_workers,
-                    cache_dir=args.cache_dir, progress=not args.no_progress)
+                    cache_dir=args.cache_dir, progress=not args.no_progress, seg_size=args.seg_size)
     except (KeyError, ValueError, TypeError) as err:
         print(f"error: {err.args[0] if isinstance(err, KeyError) and err.args else err}", file=sys.stderr)
         return 2

@@ -70,6 +70,20 @@ def test_dissect_tiny_run_writes_report_and_dissection(tmp_path, capsys):
     assert d.layer == "conv5" and d.kind == "classifier" and d.config["n_items"] == 24
 
 
+def test_dissect_at_a_lower_segmentation_resolution(tmp_path, capsys):
+    require(_toy_weights("classifier"), "toy classifier weights not trained yet")
+    from netdissect_widgets.dissect import Dissection
+
+    rc = main(["dissect", "--model", "toy-classifier", "--out", str(tmp_path), "--n-images", "8",
+               "--seg-size", "16", "--no-progress"])
+    assert rc == 0
+    d = Dissection.load(tmp_path / "dissection")
+    assert d.config["seg_size"] == [16, 16] and d.unit_pixels.sum() > 0
+    rc = main(["dissect", "--model", "toy-classifier", "--out", str(tmp_path), "--n-images", "8",
+               "--seg-size", "0", "--no-progress"])
+    assert rc == 2 and "seg_size must be positive" in capsys.readouterr().err
+
+
 def test_dissect_unknown_layer_is_a_clear_error(tmp_path, capsys):
     require(_toy_weights("classifier"), "toy classifier weights not trained yet")
     rc = main(["dissect", "--model", "toy-classifier", "--layer", "conv6", "--out", str(tmp_path),
