@@ -57,8 +57,8 @@ class PixelLabels:
     label combinations, one combination code per pixel, so that counting a region's concepts
     costs one key per pixel instead of ``L``.
 
-    ``keys(pix)`` gives per-pixel keys ``(K,)`` or ``(K, L)`` in ``[0, n_keys)``; per-unit counts of
-    keys ``(U, n_keys)`` become per-concept counts with ``to_concepts``.
+    ``count(pix)`` counts the keys of pixels ``pix`` (``(n_keys,)``); per-unit counts of keys
+    ``(U, n_keys)`` become per-concept counts with ``to_concepts``.
 
     The codes are found in linear time, one label channel at a time: the pairs (code so far,
     next channel's id) present in the data get consecutive new codes (a presence table of
@@ -89,10 +89,13 @@ class PixelLabels:
         matrix[:, 0] = 0
         self.matrix = matrix
 
-    def keys(self, pix: torch.Tensor) -> torch.Tensor:
-        if self.codes is not None:
-            return self.codes.index_select(0, pix)
-        return self.ids.index_select(0, pix)
+    def count(self, pix: torch.Tensor | np.ndarray) -> np.ndarray:
+        """``(n_keys,)`` int64: how often each key occurs at the flat pixel indices ``pix``
+        (a numpy array for tables on the CPU, else a tensor on their device)."""
+        table = self.codes if self.codes is not None else self.ids
+        if isinstance(pix, np.ndarray):
+            return np.bincount(table.numpy().take(pix, axis=0).reshape(-1), minlength=self.n_keys)
+        return torch.bincount(table.index_select(0, pix).reshape(-1), minlength=self.n_keys).cpu().numpy()
 
     def to_concepts(self, counts: np.ndarray) -> np.ndarray:
         return counts @ self.matrix if self.codes is not None else counts
@@ -200,28 +203,31 @@ def unit_level_and_counts(
 
 def chunk_levels_and_counts(
     maps: torch.Tensor,
-    seg_flat: torch.Tensor,
+    labels: PixelLabels | Callable[[], PixelLabels],
     upsample: Upsampler,
     level: float,
     n_concepts: int,
     first_bounds: torch.Tensor,
     later_bounds: Callable[[int], Iterable[tuple[float, bool]]],
-    budget: int = 1 << 24,
-    pixel_labels: PixelLabels | None = None,
+    budget: int = 1 << 22,
     fixed_levels: Sequence[float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`unit_level_and_counts` for a chunk of units at once (same results, fewer operations).
+    """:func:`unit_level_and_counts` for a chunk of units (same results, fewer operations).
+
+    Stage 1 runs on the whole chunk; then each unit alone, its candidate blocks
+    laid out position-major ``(Sy, Sx, P)`` so that every operation runs along
+    the blocks (long, contiguous rows; a unit's arrays stay in cache).
 
     Parameters
     ----------
     maps : (N, U, h, w) low-res activations of ``U`` units.
+    labels : the segmentation prepared for counting, or a function that returns it (called
+        only when the counting starts, so that it can be prepared meanwhile).
     first_bounds : (U,) first lower bound of each unit's level.
     later_bounds : ``later_bounds(u)`` gives the remaining ``(bound, is_last)``
         pairs of unit ``u``, used (one unit at a time) when the first bound
         leaves too few values above it.
     budget : most block values computed at once.
-    pixel_labels : the same segmentation as ``seg_flat`` prepared for fast counting
-        (default: made here).
     fixed_levels : (U,) levels to use instead of searching them (e.g. estimated
         from a sample); the regions and counts are then exact for these levels.
 
@@ -236,101 +242,112 @@ def chunk_levels_and_counts(
     dev = maps.device
     y, x = upsample.y, upsample.x
     Gy, Gx, Sy, Sx = y.coords.shape[0], x.coords.shape[0], y.coords.shape[1], x.coords.shape[1]
+    G, S = Gy * Gx, Sy * Sx
     tables = upsample.tables(h, w)
+    # weights by position, then block type: (Sy, Gy), (Sx, Gx); ends (2, Gy), (2, Gx)
+    wy0, wy1, wx0, wx1 = (v.t().contiguous() for v in (y.g_w0, y.g_w1, x.g_w0, x.g_w1))
+    ey0, ey1, ex0, ex1 = (v.t().contiguous() for v in (y.e_w0, y.e_w1, x.e_w0, x.e_w1))
     maps_t = maps.transpose(0, 1).contiguous()                 # (U, N, h, w): candidates come out by unit
-    flat_maps = maps_t.view(-1)
     if fixed_levels is not None:
         fixed = torch.tensor([_float32_below(float(v)) for v in fixed_levels], device=dev)
         first_bounds = fixed
-    b = first_bounds.to(maps_t)
-    # stage 1: blocks with a corner cell above the bound (flat index over (U, N, Gy, Gx))
-    hot = maps_t > (b - 1e-5 * b.abs())[:, None, None, None]
+    bounds = first_bounds.to(maps_t).tolist()
+    b_all = torch.tensor(bounds, dtype=maps_t.dtype, device=dev)
+    # stage 1: blocks with a corner cell above the bound (flat index over (U, N, Gy, Gx), sorted)
+    hot = maps_t > (b_all - 1e-5 * b_all.abs())[:, None, None, None]
     cand = torch.nonzero(upsample.corner_any(hot).view(-1)).squeeze(1)
     del hot
-    per_unit = torch.bincount(cand // (N * Gy * Gx), minlength=U).tolist()
     levels = np.zeros(U, dtype=np.float32)
     counts = np.zeros((U, n_concepts), dtype=np.int64)
     unit_counts = np.zeros(U, dtype=np.int64)
     fallback: list[int] = []
-    if pixel_labels is None:
-        pixel_labels = PixelLabels(seg_flat.cpu().numpy(), n_concepts, U, dev)
-    key_counts = torch.zeros((U, pixel_labels.n_keys), dtype=torch.int64, device=dev)
-    start, u0 = 0, 0
-    while u0 < U:
-        u1, size = u0, 0
-        while u1 < U and (u1 == u0 or (size + per_unit[u1]) * Sy * Sx <= budget):
-            size += per_unit[u1]
-            u1 += 1
-        p = cand[start : start + size]
-        start += size
-        blk, un = p % (Gy * Gx), p // (Gy * Gx)               # block type; unit * N + image
-        abcd = flat_maps[(un * (h * w))[:, None] + tables["corner_offsets"][blk]].float()  # (P, 4)
-        gy, gx = blk // Gx, blk % Gx
-        # stage 2: keep the blocks whose own maximum (at one of its corner pixels) can exceed the bound
-        emax = upsample.from_corners(abcd, gy, gx, ends=True).view(-1, 4).amax(1)
-        margin = 1e-5 * abcd.abs().amax(1)  # rounding: interior values may pass the ends by an ulp
-        unit = un // N
-        bu = b[unit]
-        idx = torch.nonzero(emax > bu - 1e-5 * bu.abs() - margin).squeeze(1)
-        blk, un, unit, abcd = (v[idx] for v in (blk, un, unit, abcd))
-        gy, gx = blk // Gx, blk % Gx
-        vals = upsample.from_corners(abcd, gy, gx).view(-1, Sy * Sx)  # (P, Sy*Sx), NaN padding
-        # every value above its unit's bound, as flat positions (block row * S + j), grouped by unit
-        pos = torch.nonzero((vals > b[unit][:, None]).view(-1)).squeeze(1)
-        big = vals.view(-1).index_select(0, pos)
-        rows = torch.searchsorted(unit, torch.arange(u0, u1 + 1, device=dev))  # each unit's block rows
-        ends = torch.searchsorted(pos, rows * (Sy * Sx)).tolist()             # ... and its values in big
+    corner, origin, rel = tables["corner_offsets"], tables["block_origin"], tables["pixel_rel"]
+    # stage 2 for the whole chunk: keep the blocks whose own maximum (at one of its corner pixels)
+    # can exceed the bound; blocks stay sorted by unit
+    blk, un = cand % G, torch.div(cand, G, rounding_mode="floor")   # block type; unit * N + image
+    abcd = maps_t.view(-1)[(un * (h * w))[None, :] + corner[blk].t()].float()  # (4, P)
+    gy, gx = torch.div(blk, Gx, rounding_mode="floor"), blk % Gx
+    emax = _values(abcd, ey0[:, gy], ey1[:, gy], ex0[:, gx], ex1[:, gx]).amax((0, 1))
+    margin = 1e-5 * abcd.abs().amax(0)  # rounding: interior values may pass the ends by an ulp
+    unit = torch.div(un, N, rounding_mode="floor")
+    bu = b_all[unit]
+    keep = torch.nonzero(emax > bu - 1e-5 * bu.abs() - margin).squeeze(1)
+    abcd, gy, gx, unit = abcd[:, keep], gy[keep], gx[keep], unit[keep]
+    first = (un[keep] % N) * (H * W) + origin[blk[keep]]         # each block's first pixel
+    del blk, un, emax, margin, bu, keep
+    cuts = torch.searchsorted(unit, torch.arange(U + 1, device=dev)).tolist()
+    step = max(1, budget // S)
+    pixel_labels = labels() if callable(labels) else labels
+    key_counts = np.zeros((U, pixel_labels.n_keys), dtype=np.int64)
+    for u in range(U):
+        b = bounds[u]
+        # stage 3: the values above the bound and their pixels, in pieces of at most `budget` values
+        big, pix = [], []
+        for a in range(cuts[u], cuts[u + 1], step):
+            sl = slice(a, min(a + step, cuts[u + 1]))
+            vals = _values(abcd[:, sl], wy0[:, gy[sl]], wy1[:, gy[sl]], wx0[:, gx[sl]], wx1[:, gx[sl]])
+            v, q = _above(vals.view(S, -1), b, first[sl], rel)
+            big.append(v)
+            pix.append(q)
+        big, pix = _cat(big, dev), _cat(pix, dev)
         if fixed_levels is not None:
-            # levels given (estimated from a sample, and used as the bounds): the region is above them
-            levels[u0:u1] = fixed[u0:u1].cpu().numpy()
-            region = pos
-            cuts = ends
+            levels[u] = float(fixed[u])  # the bound is the level: everything above it is the region
+        elif len(big) >= need:
+            v0, v1 = _two_largest_at(big, r0)
+            levels[u] = _float32_below(v0 + frac * (v1 - v0) if frac > 0 else v0)
+            pix = pix[big > levels[u]]
         else:
-            parts = []
-            for u in range(u0, u1):
-                a, e = ends[u - u0], ends[u - u0 + 1]
-                if e - a >= need:
-                    v0, v1 = _two_largest_at(big[a:e], r0)
-                    levels[u] = _float32_below(v0 + frac * (v1 - v0) if frac > 0 else v0)
-                    parts.append(pos[a:e][big[a:e] > float(levels[u])])
-                else:
-                    fallback.append(u)  # too few values above the bound: redone alone below
-                    parts.append(pos[:0])
-            region = torch.cat(parts)
-            cuts = np.concatenate([[0], np.cumsum([len(q) for q in parts])]).tolist()
-        if region.numel():
-            S = Sy * Sx
-            if S & (S - 1) == 0:  # a power of two: shifts instead of a division
-                r, j = region >> (S.bit_length() - 1), region & (S - 1)
-            else:
-                r = torch.div(region, S, rounding_mode="floor")  # block row of each region pixel
-                j = region - r * S
-            # flat pixel index: the block's first pixel (per block, cheap) + the position's offset
-            first = (un % N) * (H * W) + tables["block_origin"][blk]
-            labels = pixel_labels.keys(first[r] + tables["pixel_rel"][j])  # (K,) codes or (K, L) ids
-            # region pixels are grouped by unit: count each unit's keys on its own slice
-            for u in range(u0, u1):
-                a, e = cuts[u - u0], cuts[u - u0 + 1]
-                if e > a:
-                    key_counts[u] += torch.bincount(labels[a:e].reshape(-1), minlength=pixel_labels.n_keys)
-                    unit_counts[u] += e - a
-        u0 = u1
-    counts += pixel_labels.to_concepts(key_counts.cpu().numpy())
+            fallback.append(u)  # too few values above the bound: redone alone below
+            continue
+        key_counts[u] = pixel_labels.count(pix)
+        unit_counts[u] = len(pix)
+    counts += pixel_labels.to_concepts(key_counts)
     for u in fallback:
-        t_u, cnt, ucount = unit_level_and_counts(maps_t[u], upsample.corner_max(maps_t[u]), seg_flat, upsample,
+        t_u, cnt, ucount = unit_level_and_counts(maps_t[u], upsample.corner_max(maps_t[u]), pixel_labels.ids, upsample,
                                                  level, n_concepts, later_bounds(u))
         levels[u], counts[u], unit_counts[u] = t_u, cnt.cpu().numpy(), ucount
     counts[:, 0] = 0
     return levels, counts, unit_counts
 
 
-def _two_largest_at(values: torch.Tensor, r: int) -> tuple[float, float]:
+def _above(vals: torch.Tensor, b: float, first: torch.Tensor, rel: torch.Tensor):
+    """The values of ``vals (S, P)`` (position x block) above ``b`` and their flat pixel indices
+    ``first[block] + rel[position]``, position-major. numpy arrays for CPU tensors (numpy's
+    compaction is several times faster there on arrays of this size), else tensors."""
+    P = vals.shape[1]
+    if vals.device.type == "cpu":
+        flat = vals.numpy().reshape(-1)
+        q = np.flatnonzero(flat > np.float32(b))
+        s, p = np.divmod(q, P)
+        return flat.take(q), first.numpy().take(p) + rel.numpy().take(s)
+    q = torch.nonzero(vals.reshape(-1) > b).squeeze(1)
+    s = torch.div(q, P, rounding_mode="floor")
+    return vals.reshape(-1).index_select(0, q), first.index_select(0, q - s * P) + rel.index_select(0, s)
+
+
+def _cat(parts: list, device: torch.device):
+    if parts and isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts)
+    return torch.cat(parts) if parts else torch.zeros(0, device=device)
+
+
+def _values(abcd: torch.Tensor, wy0, wy1, wx0, wx1) -> torch.Tensor:
+    """Block values ``(Sy, Sx, P)`` from corners ``abcd (4, P)`` and weights ``(Sy or Sx, P)``:
+    the same products and sums as :meth:`Upsampler.from_corners` (bit-identical values),
+    laid out position-major."""
+    a, b, c, d = abcd[0:1], abcd[1:2], abcd[2:3], abcd[3:4]
+    inner_top = a * wx0 + b * wx1  # (Sx, P)
+    inner_bot = c * wx0 + d * wx1
+    return inner_top[None] * wy0[:, None, :] + inner_bot[None] * wy1[:, None, :]
+
+
+def _two_largest_at(values: torch.Tensor | np.ndarray, r: int) -> tuple[float, float]:
     """Descending order statistics ``r`` and ``r - 1`` (0-based) of ``values``."""
-    n = values.numel()
+    n = values.size if isinstance(values, np.ndarray) else values.numel()
     k0 = n - 1 - r  # ascending index of rank r
     k1 = min(k0 + 1, n - 1)
-    if values.device.type == "cpu":
-        part = np.partition(values.numpy(), [k0, k1] if k1 != k0 else [k0])
+    if isinstance(values, np.ndarray) or values.device.type == "cpu":
+        part = np.partition(np.asarray(values), [k0, k1] if k1 != k0 else [k0])
         return float(part[k0]), float(part[k1])
     return float(torch.kthvalue(values, k0 + 1).values), float(torch.kthvalue(values, k1 + 1).values)
 

@@ -55,8 +55,12 @@ def finish(stored, cfg, rf, concepts, categories, config, key, model_fp, device,
 
     rf_pairs = None if rf is None else (tuple(rf[0]), tuple(rf[1]))
     upsample = Upsampler(stored["feature_size"], stored["seg_size"], rf_pairs, device=device)
-    pixel_labels = PixelLabels(np.asarray(seg), n_concepts, n_units, device)
-    seg_flat = pixel_labels.ids
+    # the segmentation prepared for counting: made in a worker thread while the others start
+    pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
+    if pool is not None:
+        labels = pool.submit(PixelLabels, np.asarray(seg), n_concepts, n_units, device).result
+    else:
+        labels = PixelLabels(np.asarray(seg), n_concepts, n_units, device)
 
     levels = np.zeros(n_units, dtype=np.float32)
     inter = np.zeros((n_units, n_concepts), dtype=np.int64)
@@ -89,7 +93,7 @@ def finish(stored, cfg, rf, concepts, categories, config, key, model_fp, device,
             u1 - u0, HIST_BINS).cpu().numpy()
         del bins, sample
         lv, cnt, ucnt = chunk_levels_and_counts(
-            block, seg_flat, upsample, level, n_concepts, pixel_labels=pixel_labels, fixed_levels=fixed,
+            block, labels, upsample, level, n_concepts, fixed_levels=fixed,
             first_bounds=torch.tensor(first if first is not None else lo.tolist()),
             later_bounds=lambda j, block=block, lo=lo, first=first: _bounds(
                 None, block[:, j].reshape(-1), level, float(lo[j])) if first is not None
@@ -104,8 +108,8 @@ def finish(stored, cfg, rf, concepts, categories, config, key, model_fp, device,
     n_chunks = max(-(-n_units // chunk), min(n_units, 4 * workers))
     bounds = np.linspace(0, n_units, n_chunks + 1).round().astype(int)
     spans = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-    if workers > 1 and len(spans) > 1:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+    if pool is not None:
+        with pool:
             for future in [pool.submit(work, a, b) for a, b in spans]:
                 future.result()
     else:
