@@ -196,6 +196,24 @@ def test_levels_are_exact_when_the_first_bound_is_too_high(monkeypatch):
     np.testing.assert_allclose(d.iou.numpy(), iou, atol=1e-6)
 
 
+def test_above_bound_compaction_is_the_same_in_numpy_and_torch():
+    """The CPU path (numpy) and the device path (torch) of the stage that keeps the values above a
+    unit's bound give the same values and pixels, in the same order."""
+    from netdissect_widgets.dissect._compute import _above
+
+    g = torch.Generator().manual_seed(5)
+    vals = torch.randn(16, 300, generator=g)
+    vals[3, 7] = float("nan")  # padding positions are NaN and never kept
+    first = torch.randint(0, 10_000, (300,), generator=g)
+    rel = torch.arange(16) * 37
+    v_np, pix_np = _above(vals, 0.5, first, rel, use_numpy=True)
+    v_t, pix_t = _above(vals, 0.5, first, rel, use_numpy=False)
+    np.testing.assert_array_equal(v_np, v_t.numpy())
+    np.testing.assert_array_equal(pix_np, pix_t.numpy())
+    s, p = torch.nonzero(vals > 0.5, as_tuple=True)
+    np.testing.assert_array_equal(pix_np, (first[p] + rel[s]).numpy())
+
+
 class RepeatedLabelData(RandomSegData):
     """Like RandomSegData, but channel 1 repeats channel 0's concept on half of the blocks."""
 

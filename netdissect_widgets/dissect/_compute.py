@@ -310,12 +310,12 @@ def chunk_levels_and_counts(
     return levels, counts, unit_counts
 
 
-def _above(vals: torch.Tensor, b: float, first: torch.Tensor, rel: torch.Tensor):
+def _above(vals: torch.Tensor, b: float, first: torch.Tensor, rel: torch.Tensor, use_numpy: bool | None = None):
     """The values of ``vals (S, P)`` (position x block) above ``b`` and their flat pixel indices
     ``first[block] + rel[position]``, position-major. numpy arrays for CPU tensors (numpy's
     compaction is several times faster there on arrays of this size), else tensors."""
     P = vals.shape[1]
-    if vals.device.type == "cpu":
+    if use_numpy if use_numpy is not None else vals.device.type == "cpu":
         flat = vals.numpy().reshape(-1)
         q = np.flatnonzero(flat > np.float32(b))
         s, p = np.divmod(q, P)
