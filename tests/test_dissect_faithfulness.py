@@ -214,6 +214,38 @@ def test_above_bound_compaction_is_the_same_in_numpy_and_torch():
     np.testing.assert_array_equal(pix_np, (first[p] + rel[s]).numpy())
 
 
+def test_device_path_equals_brute_force(monkeypatch):
+    """Dissect with the torch compaction that GPUs use (here on CPU tensors) equals brute force."""
+    from netdissect_widgets.dissect import _compute
+
+    above = _compute._above
+    monkeypatch.setattr(_compute, "_above", lambda *a: above(*a, use_numpy=False))
+    model, ds = RandomConv(), RepeatedLabelData()
+    d = dissect(model, "features", ds, DataSegmenter(), level=0.95, store_dtype="float32",
+                progress=False, batch_size=7, k=3)
+    levels, iou = brute_force(model, ds, 0.95)
+    np.testing.assert_allclose(d.levels.numpy(), levels, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(d.iou.numpy(), iou, atol=1e-6)
+
+
+class Copies(nn.Module):
+    def forward(self, x):
+        return x.repeat(1, 24, 1, 1)
+
+
+def test_values_computed_in_small_pieces_equal_brute_force(monkeypatch):
+    from netdissect_widgets.dissect import _compute
+
+    monkeypatch.setattr(_compute, "VALUES_BUDGET", 50)  # a few blocks at a time
+    model, ds = RandomConv(units=1), RandomSegData()
+    model.features.append(Copies())  # 24 equal units, several per chunk: any neighbour would pass a bound
+    d = dissect(model, "features", ds, DataSegmenter(), level=0.95, store_dtype="float32",
+                progress=False, batch_size=7, k=3)
+    levels, iou = brute_force(model, ds, 0.95)
+    np.testing.assert_allclose(d.levels.numpy(), levels, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(d.iou.numpy(), iou, atol=1e-6)
+
+
 class RepeatedLabelData(RandomSegData):
     """Like RandomSegData, but channel 1 repeats channel 0's concept on half of the blocks."""
 

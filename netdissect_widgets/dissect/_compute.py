@@ -31,6 +31,10 @@ import torch
 from ..stats._bilinear import Upsampler
 
 
+#: most upsampled values computed at once for one unit (16 MiB of float32)
+VALUES_BUDGET = 1 << 22
+
+
 def _order_stats_needed(total: int, level: float) -> tuple[int, float]:
     """``(r0, frac)``: the level is ``(1-frac) * v[r0] + frac * v[r0 - 1]`` in descending order."""
     p = level * (total - 1)
@@ -209,7 +213,7 @@ def chunk_levels_and_counts(
     n_concepts: int,
     first_bounds: torch.Tensor,
     later_bounds: Callable[[int], Iterable[tuple[float, bool]]],
-    budget: int = 1 << 22,
+    budget: int | None = None,
     fixed_levels: Sequence[float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`unit_level_and_counts` for a chunk of units (same results, fewer operations).
@@ -227,7 +231,7 @@ def chunk_levels_and_counts(
     later_bounds : ``later_bounds(u)`` gives the remaining ``(bound, is_last)``
         pairs of unit ``u``, used (one unit at a time) when the first bound
         leaves too few values above it.
-    budget : most block values computed at once.
+    budget : most block values computed at once (default :data:`VALUES_BUDGET`).
     fixed_levels : (U,) levels to use instead of searching them (e.g. estimated
         from a sample); the regions and counts are then exact for these levels.
 
@@ -276,7 +280,7 @@ def chunk_levels_and_counts(
     first = (un[keep] % N) * (H * W) + origin[blk[keep]]         # each block's first pixel
     del blk, un, emax, margin, bu, keep
     cuts = torch.searchsorted(unit, torch.arange(U + 1, device=dev)).tolist()
-    step = max(1, budget // S)
+    step = max(1, (budget or VALUES_BUDGET) // S)
     pixel_labels = labels() if callable(labels) else labels
     key_counts = np.zeros((U, pixel_labels.n_keys), dtype=np.int64)
     for u in range(U):
