@@ -1,13 +1,16 @@
 """Exact per-unit levels and IoU from the stored low-resolution activations.
 
 One model pass stores each unit's low-resolution maps ``A (N, U, h, w)`` and the
-segmentations. Everything else is computed here, for chunks of units at once,
-upsampling only the blocks (see :mod:`netdissect_widgets.stats._bilinear`) where a unit can be above a
-bound:
+segmentations. Everything else is computed here, upsampling only the blocks (see
+:mod:`netdissect_widgets.stats._bilinear`) where a unit can be above a bound:
 
-1. blocks with a corner cell above the bound (a cheap boolean test on ``A``);
-2. of those, blocks whose own maximum (at one of its 4 corner pixels) is above it;
-3. their values, computed exactly as the dense upsampling would.
+1. blocks with a corner cell above the bound (a cheap boolean test on ``A``, for a
+   chunk of units at once);
+2. of those, blocks whose own maximum (at one of its 4 corner pixels) is above it
+   (also per chunk);
+3. their values, computed exactly as the dense upsampling would, one unit at a time
+   and position-major ``(Sy, Sx, blocks)`` so that every operation runs along the
+   blocks; the values above the bound and their pixels are kept.
 
 **Level** of unit u (numpy's ``linear`` quantile of all its ``N*H*W`` upsampled
 values at ``level``): the first bound is the quantile at ``1 - 1.5 (1 - level)``
@@ -16,9 +19,9 @@ top order statistics are all among them and the level is exact. Otherwise the
 unit is redone alone with lower bounds (low-res quantiles, then the unit's
 minimum, below which no value lies, which is always exact).
 
-**IoU**: the region ``up > level`` lies in the blocks whose maximum exceeds the
-level; its pixels are gathered sparsely and their concepts counted
-(:class:`PixelLabels`: one key per pixel when the label combinations are few).
+**IoU**: the region ``up > level`` is among the kept values; its pixels' concepts
+are counted (:class:`PixelLabels`: one key per pixel when the label combinations
+are few).
 """
 from __future__ import annotations
 
