@@ -246,6 +246,15 @@ def test_values_computed_in_small_pieces_equal_brute_force(monkeypatch):
     np.testing.assert_allclose(d.iou.numpy(), iou, atol=1e-6)
 
 
+def test_sampled_levels_with_constant_and_zero_units():
+    """Levels from a sample: a constant or all-zero unit has no block above its level (empty region)."""
+    d = dissect(Planted(), "units", KnownSegData(), DataSegmenter(), level_sample=16, progress=False,
+                batch_size=50)
+    assert d.unit_pixels[1] == 0 and d.unit_pixels[3] == 0
+    assert d.labels[0].concept == "dog" and d.labels[2].concept == "grass"
+    assert not d.labels[1].matched and not d.labels[3].matched
+
+
 class RepeatedLabelData(RandomSegData):
     """Like RandomSegData, but channel 1 repeats channel 0's concept on half of the blocks."""
 

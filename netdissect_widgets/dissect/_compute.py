@@ -288,6 +288,12 @@ def chunk_levels_and_counts(
     key_counts = np.zeros((U, pixel_labels.n_keys), dtype=np.int64)
     for u in range(U):
         b = bounds[u]
+        if cuts[u] == cuts[u + 1]:  # no block can pass the bound
+            if fixed_levels is not None:
+                levels[u] = float(fixed[u])  # an empty region
+            else:
+                fallback.append(u)
+            continue
         # stage 3: the values above the bound and their pixels, in pieces of at most `budget` values
         big, pix = [], []
         for a in range(cuts[u], cuts[u + 1], step):
@@ -296,7 +302,7 @@ def chunk_levels_and_counts(
             v, q = _above(vals.view(S, -1), b, first[sl], rel)
             big.append(v)
             pix.append(q)
-        big, pix = _cat(big, dev), _cat(pix, dev)
+        big, pix = _cat(big), _cat(pix)
         if fixed_levels is not None:
             levels[u] = float(fixed[u])  # the bound is the level: everything above it is the region
         elif len(big) >= need:
@@ -332,10 +338,9 @@ def _above(vals: torch.Tensor, b: float, first: torch.Tensor, rel: torch.Tensor,
     return vals.reshape(-1).index_select(0, q), first.index_select(0, q - s * P) + rel.index_select(0, s)
 
 
-def _cat(parts: list, device: torch.device):
-    if parts and isinstance(parts[0], np.ndarray):
-        return np.concatenate(parts)
-    return torch.cat(parts) if parts else torch.zeros(0, device=device)
+def _cat(parts: list):
+    """The pieces (at least one) joined, numpy or torch as they are."""
+    return np.concatenate(parts) if isinstance(parts[0], np.ndarray) else torch.cat(parts)
 
 
 def _values(abcd: torch.Tensor, wy0, wy1, wx0, wx1) -> torch.Tensor:
