@@ -1,6 +1,6 @@
 """Dissection speed: the whole dissection of a layer vs a bare forward pass over the same data.
 
-``python -m netdissect_widgets.bench dissect [--json] [--n-images N] [--models ...]``
+``python -m netdissect_widgets.bench dissect [--json] [--n-images N] [--models ...] [--seg-size N]``
 
 For each toy-world model, in one run and interleaved (``--repeats`` times):
 
