@@ -251,9 +251,6 @@ def chunk_levels_and_counts(
     Gy, Gx, Sy, Sx = y.coords.shape[0], x.coords.shape[0], y.coords.shape[1], x.coords.shape[1]
     G, S = Gy * Gx, Sy * Sx
     tables = upsample.tables(h, w)
-    # weights by position, then block type: (Sy, Gy), (Sx, Gx); ends (2, Gy), (2, Gx)
-    wy0, wy1, wx0, wx1 = (v.t().contiguous() for v in (y.g_w0, y.g_w1, x.g_w0, x.g_w1))
-    ey0, ey1, ex0, ex1 = (v.t().contiguous() for v in (y.e_w0, y.e_w1, x.e_w0, x.e_w1))
     maps_t = maps.transpose(0, 1).contiguous()                 # (U, N, h, w): candidates come out by unit
     if fixed_levels is not None:
         fixed = torch.tensor([_float32_below(float(v)) for v in fixed_levels], device=dev)
@@ -274,7 +271,7 @@ def chunk_levels_and_counts(
     blk, un = cand % G, torch.div(cand, G, rounding_mode="floor")   # block type; unit * N + image
     abcd = maps_t.view(-1)[(un * (h * w))[None, :] + corner[blk].t()].float()  # (4, P)
     gy, gx = torch.div(blk, Gx, rounding_mode="floor"), blk % Gx
-    emax = _values(abcd, ey0[:, gy], ey1[:, gy], ex0[:, gx], ex1[:, gx]).amax((0, 1))
+    emax = upsample.block_values(abcd, gy, gx, ends=True).amax((0, 1))
     margin = 1e-5 * abcd.abs().amax(0)  # rounding: interior values may pass the ends by an ulp
     unit = torch.div(un, N, rounding_mode="floor")
     bu = b_all[unit]
@@ -298,7 +295,7 @@ def chunk_levels_and_counts(
         big, pix = [], []
         for a in range(cuts[u], cuts[u + 1], step):
             sl = slice(a, min(a + step, cuts[u + 1]))
-            vals = _values(abcd[:, sl], wy0[:, gy[sl]], wy1[:, gy[sl]], wx0[:, gx[sl]], wx1[:, gx[sl]])
+            vals = upsample.block_values(abcd[:, sl], gy[sl], gx[sl])
             v, q = _above(vals.view(S, -1), b, first[sl], rel)
             big.append(v)
             pix.append(q)
@@ -341,16 +338,6 @@ def _above(vals: torch.Tensor, b: float, first: torch.Tensor, rel: torch.Tensor,
 def _cat(parts: list):
     """The pieces (at least one) joined, numpy or torch as they are."""
     return np.concatenate(parts) if isinstance(parts[0], np.ndarray) else torch.cat(parts)
-
-
-def _values(abcd: torch.Tensor, wy0, wy1, wx0, wx1) -> torch.Tensor:
-    """Block values ``(Sy, Sx, P)`` from corners ``abcd (4, P)`` and weights ``(Sy or Sx, P)``:
-    the same products and sums as :meth:`Upsampler.from_corners` (bit-identical values),
-    laid out position-major."""
-    a, b, c, d = abcd[0:1], abcd[1:2], abcd[2:3], abcd[3:4]
-    inner_top = a * wx0 + b * wx1  # (Sx, P)
-    inner_bot = c * wx0 + d * wx1
-    return inner_top[None] * wy0[:, None, :] + inner_bot[None] * wy1[:, None, :]
 
 
 def _two_largest_at(values: torch.Tensor | np.ndarray, r: int) -> tuple[float, float]:

@@ -82,11 +82,12 @@ class _Axis:
         self.valid = torch.from_numpy(valid)
         self.g_i0 = self.i0[torch.from_numpy(safe[:, 0])]         # (G,) cells read by the block
         self.g_i1 = self.i1[torch.from_numpy(safe[:, 0])]
-        self.g_w0 = torch.from_numpy(np.where(valid, w0[safe], np.nan).astype(np.float32))  # (G, S)
-        self.g_w1 = torch.from_numpy(np.where(valid, w1[safe], np.nan).astype(np.float32))
+        # weights position-major, (S, G): a block's weights are a column (padding = NaN)
+        self.g_w0 = torch.from_numpy(np.where(valid, w0[safe], np.nan).astype(np.float32).T.copy())
+        self.g_w1 = torch.from_numpy(np.where(valid, w1[safe], np.nan).astype(np.float32).T.copy())
         last = valid.sum(1) - 1                                     # weights of each block's end pixels
         ends = np.stack([safe[:, 0], safe[np.arange(n), last]], 1)
-        self.e_w0, self.e_w1 = torch.from_numpy(w0[ends]), torch.from_numpy(w1[ends])  # (G, 2)
+        self.e_w0, self.e_w1 = torch.from_numpy(w0[ends].T.copy()), torch.from_numpy(w1[ends].T.copy())  # (2, G)
 
     def to(self, device: torch.device) -> "_Axis":
         for name, value in vars(self).items():
@@ -192,22 +193,29 @@ class Upsampler:
         return torch.stack([maps[(*lead, r0, c0)], maps[(*lead, r0, c1)],
                             maps[(*lead, r1, c0)], maps[(*lead, r1, c1)]], 1).float()
 
-    def from_corners(self, abcd: torch.Tensor, gy: torch.Tensor, gx: torch.Tensor, ends: bool = False) -> torch.Tensor:
-        """Block values ``(P, Sy, Sx)`` from :meth:`corners` (padding positions are NaN, never "> t").
+    def block_values(self, abcd: torch.Tensor, gy: torch.Tensor, gx: torch.Tensor, ends: bool = False) -> torch.Tensor:
+        """Values ``(Sy, Sx, P)`` of blocks whose 4 corner cells are ``abcd (4, P)`` (top-left,
+        top-right, bottom-left, bottom-right), laid out position-major so that every operation runs
+        along the blocks. Padding positions are NaN (never "> t"). Bit-identical to the dense
+        ``__call__`` at the same pixels.
 
-        With ``ends=True`` only the block's first and last row and column ``(P, 2, 2)``: a bilinear
+        With ``ends=True`` only the block's first and last row and column ``(2, 2, P)``: a bilinear
         function on a rectangle is largest at a corner, so their max is the block's max (up to
-        rounding). The values are bit-identical to the dense ``__call__`` at the same pixels.
+        rounding).
         """
         y, x = self.y, self.x
         if ends:
-            wy0, wy1, wx0, wx1 = y.e_w0[gy], y.e_w1[gy], x.e_w0[gx], x.e_w1[gx]
+            wy0, wy1, wx0, wx1 = y.e_w0[:, gy], y.e_w1[:, gy], x.e_w0[:, gx], x.e_w1[:, gx]
         else:
-            wy0, wy1, wx0, wx1 = y.g_w0[gy], y.g_w1[gy], x.g_w0[gx], x.g_w1[gx]
-        a, b, c, d = abcd[:, 0:1], abcd[:, 1:2], abcd[:, 2:3], abcd[:, 3:4]
-        inner_top = a * wx0 + b * wx1  # (P, Sx)
+            wy0, wy1, wx0, wx1 = y.g_w0[:, gy], y.g_w1[:, gy], x.g_w0[:, gx], x.g_w1[:, gx]
+        a, b, c, d = abcd[0:1], abcd[1:2], abcd[2:3], abcd[3:4]
+        inner_top = a * wx0 + b * wx1  # (Sx, P)
         inner_bot = c * wx0 + d * wx1
-        return inner_top[:, None, :] * wy0[:, :, None] + inner_bot[:, None, :] * wy1[:, :, None]
+        return inner_top[None] * wy0[:, None, :] + inner_bot[None] * wy1[:, None, :]
+
+    def from_corners(self, abcd: torch.Tensor, gy: torch.Tensor, gx: torch.Tensor) -> torch.Tensor:
+        """Block values ``(P, Sy, Sx)`` from :meth:`corners` ``(P, 4)`` (:meth:`block_values`, block-major)."""
+        return self.block_values(abcd.t(), gy, gx).permute(2, 0, 1)
 
     def blocks(self, maps: torch.Tensor, n: torch.Tensor | tuple, gy: torch.Tensor, gx: torch.Tensor) -> torch.Tensor:
         """Values ``(P, Sy, Sx)`` of blocks ``(n[p], gy[p], gx[p])``; padding = NaN."""
