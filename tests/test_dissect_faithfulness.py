@@ -171,15 +171,23 @@ def brute_force(model, ds, level, n_concepts=len(CONCEPTS)):
     return levels, iou
 
 
+def dissect_equals_brute_force(model, ds, level=0.95, segmenter=None, n_concepts=len(CONCEPTS),
+                               store_dtype="float32"):
+    """Dissect ``model.features`` over ``ds``, check levels and IoU against :func:`brute_force`;
+    returns the dissection and the brute-force IoU."""
+    d = dissect(model, "features", ds, segmenter or DataSegmenter(), level=level, store_dtype=store_dtype,
+                progress=False, batch_size=7, k=3)
+    levels, iou = brute_force(model, ds, level, n_concepts)
+    np.testing.assert_allclose(d.levels.numpy(), levels, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(d.iou.numpy(), iou, atol=1e-6)
+    return d, iou
+
+
 @pytest.mark.parametrize("store_dtype, round_half", [("float32", False), ("float16", True)])
 @pytest.mark.parametrize("level", [0.99, 0.95, 0.9973])
 def test_iou_and_levels_equal_brute_force(store_dtype, round_half, level):
     model, ds = RandomConv(round_half=round_half), RandomSegData()
-    d = dissect(model, "features", ds, DataSegmenter(), level=level, store_dtype=store_dtype,
-                progress=False, batch_size=7, k=3)
-    levels, iou = brute_force(model, ds, level)
-    np.testing.assert_allclose(d.levels.numpy(), levels, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(d.iou.numpy(), iou, atol=1e-6)
+    _, iou = dissect_equals_brute_force(model, ds, level, store_dtype=store_dtype)
     assert (iou[:, 1:] > 0).any(), "the test data must give non-trivial IoUs"
 
 
@@ -189,11 +197,7 @@ def test_levels_are_exact_when_the_first_bound_is_too_high(monkeypatch):
 
     monkeypatch.setattr(_stats, "BOUND_STEPS", (0.5,) + _stats.BOUND_STEPS[1:])
     model, ds = RandomConv(), RandomSegData()
-    d = dissect(model, "features", ds, DataSegmenter(), level=0.95, store_dtype="float32",
-                progress=False, batch_size=7, k=3)
-    levels, iou = brute_force(model, ds, 0.95)
-    np.testing.assert_allclose(d.levels.numpy(), levels, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(d.iou.numpy(), iou, atol=1e-6)
+    dissect_equals_brute_force(model, ds)
 
 
 def test_above_bound_compaction_is_the_same_in_numpy_and_torch():
@@ -221,11 +225,7 @@ def test_device_path_equals_brute_force(monkeypatch):
     above = _compute._above
     monkeypatch.setattr(_compute, "_above", lambda *a: above(*a, use_numpy=False))
     model, ds = RandomConv(), RepeatedLabelData()
-    d = dissect(model, "features", ds, DataSegmenter(), level=0.95, store_dtype="float32",
-                progress=False, batch_size=7, k=3)
-    levels, iou = brute_force(model, ds, 0.95)
-    np.testing.assert_allclose(d.levels.numpy(), levels, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(d.iou.numpy(), iou, atol=1e-6)
+    dissect_equals_brute_force(model, ds)
 
 
 class Copies(nn.Module):
@@ -239,11 +239,7 @@ def test_values_computed_in_small_pieces_equal_brute_force(monkeypatch):
     monkeypatch.setattr(_compute, "VALUES_BUDGET", 50)  # a few blocks at a time
     model, ds = RandomConv(units=1), RandomSegData()
     model.features.append(Copies())  # 24 equal units, several per chunk: any neighbour would pass a bound
-    d = dissect(model, "features", ds, DataSegmenter(), level=0.95, store_dtype="float32",
-                progress=False, batch_size=7, k=3)
-    levels, iou = brute_force(model, ds, 0.95)
-    np.testing.assert_allclose(d.levels.numpy(), levels, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(d.iou.numpy(), iou, atol=1e-6)
+    dissect_equals_brute_force(model, ds)
 
 
 def test_sampled_levels_with_constant_and_zero_units():
@@ -269,10 +265,7 @@ class RepeatedLabelData(RandomSegData):
 def test_a_concept_in_two_channels_of_a_pixel_counts_once():
     model, ds = RandomConv(), RepeatedLabelData()
     assert ((ds.seg[:, 0] == ds.seg[:, 1]) & (ds.seg[:, 0] > 0)).any(), "the data must repeat labels"
-    d = dissect(model, "features", ds, DataSegmenter(), level=0.95, store_dtype="float32",
-                progress=False, batch_size=7, k=3)
-    levels, iou = brute_force(model, ds, 0.95)
-    np.testing.assert_allclose(d.iou.numpy(), iou, atol=1e-6)
+    d, _ = dissect_equals_brute_force(model, ds)
     per_pixel = [int(((ds.seg == c).any(1)).sum()) for c in range(len(CONCEPTS))]
     assert d.concept_pixels[1:].tolist() == per_pixel[1:]
 
@@ -296,11 +289,7 @@ class ManyConceptSegmenter(DataSegmenter):
 
 def test_more_than_256_concepts_in_three_channels_equal_brute_force():
     model, ds = RandomConv(), ManyConceptData()
-    d = dissect(model, "features", ds, ManyConceptSegmenter(), level=0.95, store_dtype="float32",
-                progress=False, batch_size=7, k=3)
-    levels, iou = brute_force(model, ds, 0.95, n_concepts=300)
-    np.testing.assert_allclose(d.levels.numpy(), levels, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(d.iou.numpy(), iou, atol=1e-6)
+    d, iou = dissect_equals_brute_force(model, ds, segmenter=ManyConceptSegmenter(), n_concepts=300)
     assert (iou[:, 256:] > 0).any(), "concepts above 255 must be in the regions"
     per_pixel = [int(((ds.seg == c).any(1)).sum()) for c in range(300)]
     assert d.concept_pixels[1:].tolist() == per_pixel[1:]
