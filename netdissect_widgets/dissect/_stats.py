@@ -55,13 +55,6 @@ def finish(stored, cfg, rf, concepts, categories, config, key, model_fp, device,
 
     rf_pairs = None if rf is None else (tuple(rf[0]), tuple(rf[1]))
     upsample = Upsampler(stored["feature_size"], stored["seg_size"], rf_pairs, device=device)
-    # the segmentation prepared for counting: made in a worker thread while the others start
-    pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
-    if pool is not None:
-        labels = pool.submit(PixelLabels, np.asarray(seg), n_concepts, n_units, device).result
-    else:
-        labels = PixelLabels(np.asarray(seg), n_concepts, n_units, device)
-
     levels = np.zeros(n_units, dtype=np.float32)
     inter = np.zeros((n_units, n_concepts), dtype=np.int64)
     unit_pixels = np.zeros(n_units, dtype=np.int64)
@@ -108,11 +101,14 @@ def finish(stored, cfg, rf, concepts, categories, config, key, model_fp, device,
     n_chunks = max(-(-n_units // chunk), min(n_units, 4 * workers))
     bounds = np.linspace(0, n_units, n_chunks + 1).round().astype(int)
     spans = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-    if pool is not None:
-        with pool:
+    if workers > 1 and len(spans) > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            # the segmentation prepared for counting: made in one worker while the others start
+            labels = pool.submit(PixelLabels, np.asarray(seg), n_concepts, n_units, device).result
             for future in [pool.submit(work, a, b) for a, b in spans]:
                 future.result()
     else:
+        labels = PixelLabels(np.asarray(seg), n_concepts, n_units, device)
         for a, b in spans:
             work(a, b)
     # how close each region is to the top (1 - level) of its unit's pixels (units whose level is
