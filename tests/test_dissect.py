@@ -61,6 +61,25 @@ def test_sample_shrinks_per_image_for_many_images_and_follows_level_sample():
     assert sample_positions(1000, level_sample=64) == 64
 
 
+def test_level_search_starts_between_quantiles_that_narrow_with_the_sample():
+    from netdissect_widgets.dissect._stats import search_quantiles
+
+    lo, hi = search_quantiles(17000, 0.99)  # 170 sampled values expected above the level, +- 4 sd
+    assert lo == pytest.approx(1 - 0.01 * (1 + 4 / 170 ** 0.5)) and hi == pytest.approx(1 - 0.01 * (1 - 4 / 170 ** 0.5))
+    wide = search_quantiles(17000, 0.999)  # 17 expected above the level: wider, relative to 1 - level
+    assert wide[0] < 0.999 < wide[1] and (1 - wide[0]) / 0.001 > (1 - lo) / 0.01
+    assert search_quantiles(100, 0.99)[1] == 1.0  # too few sampled values: the upper bound is the maximum
+
+
+def test_several_sample_quantiles_at_once_equal_one_at_a_time():
+    """The level search's bounds come from one topk when they are high quantiles of the sample."""
+    from netdissect_widgets.dissect._stats import _kth_at, _kths_at
+
+    flat = torch.randn(5, 3000, generator=torch.Generator().manual_seed(0))
+    for qs in ([0.985, 0.993], [0.9, 0.5], [0.0, 0.99], [1.0, 0.999]):
+        assert _kths_at(flat, qs) == [_kth_at(flat, q) for q in qs], qs
+
+
 def test_topk_is_ranked_by_spatial_max(planted, data):
     model = Planted()
     seen = {}

@@ -195,9 +195,35 @@ def test_levels_are_exact_when_the_first_bound_is_too_high(monkeypatch):
     """A first bound above the level leaves too few values: every unit takes the later bounds."""
     from netdissect_widgets.dissect import _stats
 
-    monkeypatch.setattr(_stats, "BOUND_STEPS", (0.5,) + _stats.BOUND_STEPS[1:])
+    monkeypatch.setattr(_stats, "BOUND_SIGMAS", -3.0)  # the lower bound above the level
     model, ds = RandomConv(), RandomSegData()
     dissect_equals_brute_force(model, ds)
+
+
+@pytest.mark.parametrize("upper", [1.0, 0.96, 0.93])
+def test_level_searched_between_two_bounds_equals_brute_force(monkeypatch, upper):
+    """The sample's upper bound at its maximum (1.0), near the level, or below it (0.93: too many
+    values above it, so the search falls back to all values above the lower bound)."""
+    from netdissect_widgets.dissect import _stats
+
+    monkeypatch.setattr(_stats, "search_quantiles", lambda sampled, level: [0.9, upper])
+    model, ds = RandomConv(), RandomSegData()
+    dissect_equals_brute_force(model, ds)
+
+
+def test_order_statistics_between_bounds():
+    """_order_stats gives the descending order statistics r0 and r0 - 1 wherever the upper bound is,
+    for numpy (CPU) and torch (device) values."""
+    from netdissect_widgets.dissect._compute import _order_stats
+
+    rng = np.random.default_rng(0)
+    big = rng.standard_normal(1000).astype(np.float32)
+    desc = np.sort(big)[::-1]
+    for r0 in (1, 2, 37, 500, 999):
+        for upper in (-5.0, desc[r0 - 1], desc[r0], desc[r0 + 1] if r0 < 999 else 0.0, 0.0, 5.0, np.inf):
+            want = (float(desc[r0]), float(desc[r0 - 1]))
+            assert _order_stats(big, r0, float(upper)) == want, (r0, upper)
+            assert _order_stats(torch.from_numpy(big), r0, float(upper)) == want, (r0, upper)
 
 
 def test_above_bound_compaction_is_the_same_in_numpy_and_torch():

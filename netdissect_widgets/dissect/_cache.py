@@ -18,8 +18,8 @@ import numpy as np
 from .._io import load_json, save_json
 from .result import Dissection
 
-PASS_VERSION = 3
-PASS_ARRAYS = ("acts", "seg", "maxes", "mins", "concept_pixels", "thumbs", "thumb_index")
+PASS_VERSION = 4
+PASS_ARRAYS = ("acts", "seg", "maxes", "mins", "thumbs", "thumb_index")
 
 
 def commit_pass(stored: dict, work: Path, final: Path, key: str) -> None:

@@ -6,8 +6,8 @@ For every batch, :func:`collect` runs the model once with a hook on the layer
 * the layer's low-resolution activations (``store_dtype``, float16 by default;
   in memory, or in a memory-mapped ``.npy`` in the work folder when larger than
   :data:`MEMORY_LIMIT`),
-* the segmentation in a compact integer dtype, channels last ``(N, H, W, L)``,
-* each unit's spatial max and min per image, and the concept pixel counts,
+* the segmentation ``(N, L, H, W)`` in a compact integer dtype,
+* each unit's spatial max and min per image,
 * uint8 thumbnails of the images currently in some unit's running top ``n_show``.
 
 Nothing is upsampled here; :mod:`._stats` computes everything else from these.
@@ -100,7 +100,6 @@ def collect(model, layer, loader, segmenter, cfg, n_concepts, seg_size, work: Pa
     seg_dtype, seg_np_dtype = _compact_dtype(n_concepts)
     n_show = cfg["n_show"]
     acts = seg = maxes = None
-    concept_pixels = torch.zeros(n_concepts, dtype=torch.int64)
     show_vals = show_idx = None
     thumbs: dict[int, np.ndarray] = {}
     row = 0
@@ -130,24 +129,22 @@ def collect(model, layer, loader, segmenter, cfg, n_concepts, seg_size, work: Pa
                     m_lo = a.amin(dim=(2, 3)).to(store_dtype).float()
                     if acts is None:
                         acts = _allocate(work / "acts.npy", (n_items, *a.shape[1:]), np.dtype(cfg["store_dtype"]))
-                        seg = _allocate(work / "seg.npy", (n_items, *s.shape[2:], s.shape[1]), seg_np_dtype)
+                        seg = _allocate(work / "seg.npy", (n_items, *s.shape[1:]), seg_np_dtype)
                         maxes = np.empty((n_items, a.shape[1]), dtype=np.float32)
                         mins = np.empty((n_items, a.shape[1]), dtype=np.float32)
                         show_vals = torch.full((a.shape[1], 0), -math.inf, device=m.device)
                         show_idx = torch.zeros((a.shape[1], 0), dtype=torch.int64, device=m.device)
                     elif a.shape[1:] != acts.shape[1:]:
                         raise ValueError(f"layer {layer!r} changed shape between batches: {tuple(a.shape[1:])} vs {acts.shape[1:]}")
-                    elif (*s.shape[2:], s.shape[1]) != seg.shape[1:]:
+                    elif s.shape[1:] != seg.shape[1:]:
                         raise ValueError(
                             f"segmenter {_data.segmenter_name(segmenter)} changed output shape between batches: "
-                            f"{tuple(s.shape[1:])} vs {(seg.shape[3], *seg.shape[1:3])} (pass seg_size= to resample)"
+                            f"{tuple(s.shape[1:])} vs {seg.shape[1:]} (pass seg_size= to resample)"
                         )
                     acts[row : row + b] = a_st.cpu().numpy()
-                    s_cpu = _once_per_pixel(s.to(seg_dtype).cpu())  # ids were checked: they fit
-                    seg[row : row + b] = s_cpu.permute(0, 2, 3, 1).numpy()
+                    seg[row : row + b] = s.to(seg_dtype).cpu().numpy()  # ids were checked: they fit
                     maxes[row : row + b] = m.cpu().numpy()
                     mins[row : row + b] = m_lo.cpu().numpy()
-                    concept_pixels += torch.bincount(s_cpu.reshape(-1), minlength=n_concepts)
                     # running top n_show per unit (ties: lower dataset index first, as in the final top-k)
                     idx = torch.arange(row, row + b, device=m.device)
                     vals = torch.cat([show_vals, m.t()], dim=1)
@@ -168,9 +165,9 @@ def collect(model, layer, loader, segmenter, cfg, n_concepts, seg_size, work: Pa
         raise ValueError(f"the data yielded {row} items but len(dataset) = {n_items}")
     thumb_index = np.array(sorted(thumbs), dtype=np.int64)
     return {
-        "acts": acts, "seg": seg, "maxes": maxes, "mins": mins, "concept_pixels": concept_pixels.numpy(),
+        "acts": acts, "seg": seg, "maxes": maxes, "mins": mins,
         "thumbs": np.stack([thumbs[i] for i in thumb_index]), "thumb_index": thumb_index,
-        "feature_size": list(acts.shape[2:]), "seg_size": list(seg.shape[1:3]),
+        "feature_size": list(acts.shape[2:]), "seg_size": list(seg.shape[2:]),
     }
 
 
@@ -199,20 +196,3 @@ def _generated(out: Any, b: int) -> torch.Tensor:
             f"images='output' expects the model to generate images (N, 3, H, W) in [-1, 1]; it returned {what}"
         )
     return out
-
-
-def _once_per_pixel(seg: torch.Tensor) -> torch.Tensor:
-    """Zero a label that repeats an earlier channel's label at the same pixel.
-
-    IoU counts a pixel once per concept, however many of its label channels name that
-    concept (as :class:`~netdissect_widgets.stats.IoUTally` does); after this every
-    later count (concept pixels, intersections) can simply count labels.
-    """
-    if seg.shape[1] < 2:
-        return seg
-    out = seg.clone()
-    for c in range(1, seg.shape[1]):
-        repeated = (seg[:, c : c + 1] == seg[:, :c]).any(dim=1)
-        out[:, c].masked_fill_(repeated, 0)
-    return out
-

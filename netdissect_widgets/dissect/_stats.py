@@ -21,12 +21,16 @@ from ._compute import PixelLabels, chunk_levels_and_counts
 from .result import Dissection
 
 HIST_BINS = 64
-#: the level search tries bounds at quantile 1 - m * (1 - level) for these m (the first of a
-#: sample of upsampled values, the others of the low-res values), then the minimum
-BOUND_STEPS = (1.5, 6, 25)
+#: the exact level search first looks between two quantiles of a random sample of upsampled
+#: values, ``1 - (1 +- z / sqrt(e)) (1 - level)`` with ``e`` the sampled values expected above the
+#: level and ``z`` = BOUND_SIGMAS: the sample's count above the level would have to be z standard
+#: deviations off for the level to lie outside (then wider bounds are tried: fallbacks, exact too)
+BOUND_SIGMAS = 4.0
+#: ... the later bounds: quantiles 1 - m * (1 - level) of the low-res values, then the minimum
+BOUND_STEPS = (6, 25)
 #: upsampled positions per image sampled for the first bound of the level search and the histogram:
 #: SAMPLE_POSITIONS, or fewer when there are many images (about SAMPLE_TOTAL values per unit suffice:
-#: the bound's quantile 1 - 1.5 (1 - level) then has ~250 sampled values above it at level 0.99)
+#: at level 0.99 the search then starts between the quantiles 0.9869 and 0.9931)
 SAMPLE_POSITIONS = 32
 SAMPLE_TOTAL = 16384
 
@@ -70,15 +74,15 @@ def finish(stored, cfg, rf, concepts, categories, config, key, model_fp, device,
     steps = torch.linspace(0, 1, HIST_BINS + 1)
     hist_edges[:] = (lo_all[:, None] + (hi_all - lo_all)[:, None] * steps[None]).numpy()
     def work(u0: int, u1: int) -> None:
-        block = torch.from_numpy(np.array(acts[:, u0:u1])).to(device).float()  # (N, uc, h, w), writable
+        part = acts[:, u0:u1]  # (N, uc, h, w) as stored, a strided view (copied if read-only: memory-mapped)
+        block = torch.from_numpy(part if part.flags.writeable else np.array(part)).to(device)
         lo, hi = lo_all[u0:u1].to(device), hi_all[u0:u1].to(device)
         # a sample of the upsampled values (random positions of every image) gives the histogram and
-        # the first bound of the exact level search: its quantile at 1 - 1.5 (1 - level), above which
-        # enough upsampled values lie unless the sample is very unlucky (then: fallbacks)
+        # the two bounds of the exact level search (see BOUND_SIGMAS)
         positions = sample_positions(n, cfg["level_sample"])
         sample = upsample.sample(block, positions, seed=u0).permute(1, 0, 2).reshape(u1 - u0, -1)
         fixed = _sample_quantile(sample, level) if cfg["level_sample"] else None
-        first = _kth_at(sample, 1 - BOUND_STEPS[0] * (1 - level))
+        first, upper = _kths_at(sample, search_quantiles(sample.shape[1], level))
         span = (hi - lo).clamp_min(1e-12)
         bins = ((sample - lo[:, None]) * (HIST_BINS / span)[:, None]).long().clamp_(0, HIST_BINS - 1)
         bins += torch.arange(u1 - u0, device=device)[:, None] * HIST_BINS
@@ -86,10 +90,11 @@ def finish(stored, cfg, rf, concepts, categories, config, key, model_fp, device,
             u1 - u0, HIST_BINS).cpu().numpy()
         del bins, sample
         lv, cnt, ucnt = chunk_levels_and_counts(
-            block, labels, upsample, level, n_concepts, fixed_levels=fixed,
+            block, maxes[:, u0:u1].to(device), labels, upsample, level, n_concepts, fixed_levels=fixed,
             first_bounds=torch.tensor(first if first is not None else lo.tolist()),
+            upper_bounds=torch.tensor(upper) if first is not None and upper is not None else None,
             later_bounds=lambda j, block=block, lo=lo, first=first: _bounds(
-                None, block[:, j].reshape(-1), level, float(lo[j])) if first is not None
+                None, block[:, j].reshape(-1).float(), level, float(lo[j])) if first is not None
             else iter([(float(lo[j]), True)]),
         )
         levels[u0:u1], inter[u0:u1], unit_pixels[u0:u1] = lv, cnt, ucnt
@@ -120,8 +125,7 @@ def finish(stored, cfg, rf, concepts, categories, config, key, model_fp, device,
         {"median": float(np.median(rel)), "max": float(rel.max()), "units": int(live.sum())} if live.any() else None)
     config["levels"] = ("exact (all upsampled pixels)" if not cfg["level_sample"] else
                         f"estimated from {cfg['level_sample']} random upsampled positions per image")
-    concept_pixels = np.asarray(stored["concept_pixels"], dtype=np.int64).copy()
-    concept_pixels[0] = 0
+    concept_pixels = (labels() if callable(labels) else labels).concept_pixels
     union = unit_pixels[:, None] + concept_pixels[None, :] - inter
     iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0).astype(np.float32)
     iou[:, 0] = 0
@@ -139,6 +143,14 @@ def finish(stored, cfg, rf, concepts, categories, config, key, model_fp, device,
         thumb_index=need.astype(np.int64), top_maps=top_maps, intersection=inter,
         unit_pixels=unit_pixels, concept_pixels=concept_pixels,
     )
+
+
+def search_quantiles(sampled: int, level: float) -> list[float]:
+    """The sample quantiles ``[lower, upper]`` that bound the first search for the level (see
+    :data:`BOUND_SIGMAS`), from ``sampled`` values per unit."""
+    tail = 1 - level
+    spread = BOUND_SIGMAS / math.sqrt(max(sampled * tail, 1e-12))
+    return [1 - (1 + spread) * tail, 1 - max(0.0, 1 - spread) * tail]
 
 
 def _sample_quantile(sample: torch.Tensor, level: float) -> list[float]:
@@ -160,11 +172,22 @@ def _kth_at(flat: torch.Tensor, q: float) -> list[float] | None:
     return torch.kthvalue(flat, kth, dim=-1).values.tolist()
 
 
+def _kths_at(flat: torch.Tensor, qs: list[float]) -> list[list[float] | None]:
+    """:func:`_kth_at` for several quantiles, from one ``topk`` when they are all high."""
+    m = flat.shape[-1]
+    kths = [min(m, int(math.floor(q * (m - 1))) + 1) if q > 0 else None for q in qs]
+    lowest = min((k for k in kths if k is not None), default=None)
+    if lowest is None or m - lowest + 1 > m // 8:
+        return [_kth_at(flat, q) for q in qs]
+    top = torch.topk(flat, m - lowest + 1, dim=-1).values  # descending: ascending kth is at m - kth
+    return [None if k is None else top[:, m - k].tolist() for k in kths]
+
+
 def _bounds(first: float | None, row: torch.Tensor, level: float, minimum: float):
     """Lazy ``(bound, is_last)`` pairs for :func:`unit_level_and_counts`."""
     if first is not None:
         yield first, False
-    for mult in BOUND_STEPS[1:]:
+    for mult in BOUND_STEPS:
         value = _kth_at(row, 1 - mult * (1 - level))
         if value is not None:
             yield value, False

@@ -157,7 +157,7 @@ def check_segmenter(
     if min(seg.shape[1:]) < 1:
         raise ValueError(f"{who}.segment returned an empty segmentation of shape {tuple(seg.shape)}")
     if seg.numel():
-        lo, hi = int(seg.min()), int(seg.max())
+        lo, hi = (int(v) for v in torch.aminmax(seg))  # one pass
         if lo < 0 or hi >= n_concepts:
             raise ValueError(
                 f"{who}.segment returned concept ids in [{lo}, {hi}]; expected ids in [0, {n_concepts - 1}] "

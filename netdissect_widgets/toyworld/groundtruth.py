@@ -53,6 +53,7 @@ class GroundTruthSegmenter:
                 images.shape[0] != seg.shape[0] or images.shape[-2:] != seg.shape[-2:]):
             raise ValueError(f"images {tuple(images.shape)} and seg {tuple(seg.shape)} do not match in "
                              "batch size or height/width")
-        if seg.numel() and (int(seg.min()) < 0 or int(seg.max()) >= len(CONCEPTS)):
+        lo, hi = torch.aminmax(seg) if seg.numel() else (0, 0)
+        if int(lo) < 0 or int(hi) >= len(CONCEPTS):
             raise ValueError(f"batch[2] holds ids outside 0..{len(CONCEPTS) - 1}; is it a toy-world batch?")
         return seg
