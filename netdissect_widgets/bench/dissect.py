@@ -42,9 +42,11 @@ def _materialise(data: Any) -> TensorDataset:
 
 
 def _forward_time(model, data, batch_size: int, device) -> tuple[float, list]:
+    from .._heap import steady_heap
+
     outs = []
     start = time.perf_counter()
-    with torch.inference_mode():
+    with torch.inference_mode(), steady_heap():  # as the dissection's pass, so that both keep their pages
         for batch in DataLoader(data, batch_size=batch_size):
             outs.append(model(batch[0].to(device)))
     return time.perf_counter() - start, outs

@@ -277,7 +277,7 @@ def chunk_levels_and_counts(
     maps : (N, U, h, w) low-res activations of ``U`` units (any float dtype; a strided view is fine).
     maxes : (N, U) each map's largest value (as float32).
     labels : the segmentation prepared for counting, or a function that returns it (called
-        only when the counting starts, so that it can be prepared meanwhile).
+        only once the regions are found, so that it can be prepared meanwhile).
     first_bounds : (U,) first lower bound of each unit's level.
     later_bounds : ``later_bounds(u)`` gives the remaining ``(bound, is_last)``
         pairs of unit ``u``, used (one unit at a time) when the first bound
@@ -333,8 +333,7 @@ def chunk_levels_and_counts(
     del cand, emax, margin, keep, pair, blk, hot_maps
     cuts = torch.searchsorted(unit, torch.arange(U + 1, device=dev)).tolist()
     step = max(1, (budget or VALUES_BUDGET) // S)
-    pixel_labels = labels() if callable(labels) else labels
-    key_counts = np.zeros((U, pixel_labels.n_keys), dtype=np.int64)
+    regions: dict[int, np.ndarray | torch.Tensor] = {}  # unit -> its region's pixels (counted at the end)
     for u in range(U):
         b = bounds[u]
         if cuts[u] == cuts[u + 1]:  # no block can pass the bound
@@ -361,8 +360,14 @@ def chunk_levels_and_counts(
         else:
             fallback.append(u)  # too few values above the bound: redone alone below
             continue
+        regions[u] = pix
+    # the labels are needed only now (they may still have been in the making until here)
+    pixel_labels = labels() if callable(labels) else labels
+    key_counts = np.zeros((U, pixel_labels.n_keys), dtype=np.int64)
+    for u, pix in regions.items():
         key_counts[u] = pixel_labels.count(pix)
         unit_counts[u] = len(pix)
+    del regions
     counts += pixel_labels.to_concepts(key_counts)
     for u in fallback:
         one = maps[:, u].float()

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .._device import module_device
+from .._heap import steady_heap
 from ..hooks import Trace
 from . import _data
 
@@ -106,7 +107,7 @@ def collect(model, layer, loader, segmenter, cfg, n_concepts, seg_size, work: Pa
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), steady_heap():  # (no page faults for every batch's activations)
             for batch in _progress(loader, progress, layer):
                 x = _data.split_batch(batch, images_kind).to(device)
                 b = x.shape[0]

@@ -28,6 +28,7 @@ from .._fingerprint import fingerprint, model_fingerprint
 from ..hooks import get_layer
 from . import _data
 from ._cache import PASS_VERSION, commit_pass, load_pass, load_result, save_result
+from .._heap import steady_heap
 from ._pass import collect, few_threads
 from ._stats import HIST_BINS, finish, sample_positions
 from .result import Dissection, level_phrase
@@ -196,7 +197,7 @@ def dissect(
                                   f"upsampled positions per image",
                       level_meaning=level_phrase(cfg["level"]), units="0-based")
         t0 = time.perf_counter()
-        with few_threads(module_device(model)) as workers:
+        with steady_heap(), few_threads(module_device(model)) as workers:
             result = finish(stored, cfg, rf, concepts, categories, config, result_key, model_fp,
                              module_device(model), workers)
         timings["stats_s"] = round(time.perf_counter() - t0, 4)

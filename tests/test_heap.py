@@ -1,0 +1,45 @@
+"""The steady heap that dissection passes run in (glibc): freed memory is reused, not faulted in again."""
+from __future__ import annotations
+
+import resource
+import sys
+
+import numpy as np
+import pytest
+
+from netdissect_widgets._heap import TRIM_AFTER, _glibc, steady_heap
+
+SIZE = 24 << 20  # like a batch's largest activations: below glibc's 32 MiB mmap threshold
+
+
+def _batch() -> None:
+    """Like a forward pass: several large buffers touched, then all freed (96 MiB, more than glibc
+    keeps free at the top of its heap by default, so without a steady heap it goes back)."""
+    buffers = [np.ones(SIZE, dtype=np.uint8) for _ in range(4)]
+    del buffers
+
+
+def _faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or _glibc() is None, reason="glibc only (CI is glibc Linux)")
+def test_memory_freed_inside_is_reused_without_page_faults():
+    with steady_heap() as ok:
+        assert ok
+        faults = []
+        for _ in range(4):
+            before = _faults()
+            _batch()
+            faults.append(_faults() - before)
+    # the first batch faults its pages in (how many faults depends on the kernel's fault-around);
+    # by default glibc gives them back after every batch and the others fault them in again
+    assert faults[0] > 0 and max(faults[1:]) < faults[0] // 10, faults
+
+
+def test_leaves_glibc_as_it_adapts_by_itself():
+    assert TRIM_AFTER == 64 << 20  # glibc's adaptive trim threshold: 2 x its largest mmap threshold
+    with steady_heap():
+        pass
+    with steady_heap() as again:  # usable again, nested in nothing
+        assert again == (_glibc() is not None)
