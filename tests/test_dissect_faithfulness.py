@@ -226,6 +226,38 @@ def test_order_statistics_between_bounds():
             assert _order_stats(torch.from_numpy(big), r0, float(upper)) == want, (r0, upper)
 
 
+class Unshuffled(nn.Module):
+    """Units = pixels of 4x4 patches (PixelUnshuffle + ReLU): the same float values on every device."""
+
+    round_half = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.PixelUnshuffle(4), nn.ReLU())
+
+    def forward(self, x):
+        return self.features(x).mean((2, 3))
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device (checked on the GPU machine)"))])
+@pytest.mark.parametrize("sigmas", [4.0, -3.0])  # -3: the first search fails, every unit takes the fallbacks
+def test_dissect_on_the_model_device_equals_brute_force(monkeypatch, device, sigmas):
+    """The statistics run where the model is (torch on the device: compaction, order statistics,
+    label counting) and equal the CPU brute force."""
+    from netdissect_widgets.dissect import _stats
+
+    monkeypatch.setattr(_stats, "BOUND_SIGMAS", sigmas)
+    model, ds = Unshuffled(), RepeatedLabelData()
+    d = dissect(model.to(device), "features", ds, DataSegmenter(), level=0.95, store_dtype="float32",
+                progress=False, batch_size=7, k=3)
+    assert d.config["feature_size"] == [4, 4] and d.num_units == 48
+    levels, iou = brute_force(model.cpu(), ds, 0.95)
+    np.testing.assert_allclose(d.levels.numpy(), levels, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(d.iou.numpy(), iou, atol=1e-6)
+    assert (iou[:, 1:] > 0).any()
+
+
 def test_above_bound_compaction_is_the_same_in_numpy_and_torch():
     """The CPU path (numpy) and the device path (torch) of the stage that keeps the values above a
     unit's bound give the same values and pixels, in the same order."""
