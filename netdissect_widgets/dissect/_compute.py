@@ -252,20 +252,19 @@ def unit_level_and_counts(
     return t, counts, int(where.shape[0])
 
 
-def chunk_levels_and_counts(
+def chunk_levels_and_regions(
     maps: torch.Tensor,
     maxes: torch.Tensor,
-    labels: PixelLabels | Callable[[], PixelLabels],
     upsample: Upsampler,
     level: float,
-    n_concepts: int,
     first_bounds: torch.Tensor,
-    later_bounds: Callable[[int], Iterable[tuple[float, bool]]],
     upper_bounds: torch.Tensor | None = None,
     budget: int | None = None,
     fixed_levels: Sequence[float] | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`unit_level_and_counts` for a chunk of units (same results, fewer operations).
+) -> tuple[np.ndarray, dict, list[int]]:
+    """:func:`unit_level_and_counts` for a chunk of units (same results, fewer operations), in two
+    steps: this one finds the levels and each region's pixels, :func:`count_regions` counts their
+    concepts (so that the labels can be prepared meanwhile).
 
     Stages 1 and 2 run on the whole chunk, on the maps whose maximum passes the unit's
     bound (no other map has a block above it); then each unit alone, its candidate
@@ -276,12 +275,7 @@ def chunk_levels_and_counts(
     ----------
     maps : (N, U, h, w) low-res activations of ``U`` units (any float dtype; a strided view is fine).
     maxes : (N, U) each map's largest value (as float32).
-    labels : the segmentation prepared for counting, or a function that returns it (called
-        only once the regions are found, so that it can be prepared meanwhile).
     first_bounds : (U,) first lower bound of each unit's level.
-    later_bounds : ``later_bounds(u)`` gives the remaining ``(bound, is_last)``
-        pairs of unit ``u``, used (one unit at a time) when the first bound
-        leaves too few values above it.
     upper_bounds : (U,) optional guesses of a value above each level: when fewer values
         than needed lie above it, the level is searched among the values between the
         two bounds only (else among all values above the lower bound; either way exact).
@@ -291,7 +285,8 @@ def chunk_levels_and_counts(
 
     Returns
     -------
-    levels (U,) float32, counts (U, C) int64, unit_counts (U,) int64.
+    levels (U,) float32; regions {unit: flat pixel indices above its level}; fallback: the units
+    whose first bound left too few values above it (their level is found by :func:`count_regions`).
     """
     N, U, h, w = maps.shape
     H, W = upsample.out_size
@@ -315,8 +310,6 @@ def chunk_levels_and_counts(
     hot_maps = maps[pair_n, pair_u].float()                     # (pairs, h, w)
     cand = torch.nonzero(upsample.corner_any(hot_maps > low[pair_u, None, None]).view(-1)).squeeze(1)
     levels = np.zeros(U, dtype=np.float32)
-    counts = np.zeros((U, n_concepts), dtype=np.int64)
-    unit_counts = np.zeros(U, dtype=np.int64)
     fallback: list[int] = []
     corner, origin, rel = tables["corner_offsets"], tables["block_origin"], tables["pixel_rel"]
     # stage 2 for the whole chunk: keep the blocks whose own maximum (at one of its corner pixels)
@@ -333,7 +326,7 @@ def chunk_levels_and_counts(
     del cand, emax, margin, keep, pair, blk, hot_maps
     cuts = torch.searchsorted(unit, torch.arange(U + 1, device=dev)).tolist()
     step = max(1, (budget or VALUES_BUDGET) // S)
-    regions: dict[int, np.ndarray | torch.Tensor] = {}  # unit -> its region's pixels (counted at the end)
+    regions: dict[int, np.ndarray | torch.Tensor] = {}  # unit -> its region's pixels
     for u in range(U):
         b = bounds[u]
         if cuts[u] == cuts[u + 1]:  # no block can pass the bound
@@ -361,21 +354,37 @@ def chunk_levels_and_counts(
             fallback.append(u)  # too few values above the bound: redone alone below
             continue
         regions[u] = pix
-    # the labels are needed only now (they may still have been in the making until here)
-    pixel_labels = labels() if callable(labels) else labels
+    return levels, regions, fallback
+
+
+def count_regions(
+    regions: dict,
+    fallback: Sequence[int],
+    levels: np.ndarray,
+    maps: torch.Tensor,
+    pixel_labels: PixelLabels,
+    upsample: Upsampler,
+    level: float,
+    later_bounds: Callable[[int], Iterable[tuple[float, bool]]],
+) -> tuple[np.ndarray, np.ndarray]:
+    """The concepts of the regions that :func:`chunk_levels_and_regions` found: ``counts (U, C)``,
+    ``unit_counts (U,)``. The ``fallback`` units are done here, one at a time, with the bounds
+    ``later_bounds(u)`` (``(bound, is_last)`` pairs); their levels are written into ``levels``."""
+    U = maps.shape[1]
+    n_concepts = pixel_labels.n_concepts
     key_counts = np.zeros((U, pixel_labels.n_keys), dtype=np.int64)
+    unit_counts = np.zeros(U, dtype=np.int64)
     for u, pix in regions.items():
         key_counts[u] = pixel_labels.count(pix)
         unit_counts[u] = len(pix)
-    del regions
-    counts += pixel_labels.to_concepts(key_counts)
+    counts = pixel_labels.to_concepts(key_counts)
     for u in fallback:
         one = maps[:, u].float()
         t_u, cnt, ucount = unit_level_and_counts(one, upsample.corner_max(one), pixel_labels.ids, upsample,
                                                  level, n_concepts, later_bounds(u))
         levels[u], counts[u], unit_counts[u] = t_u, cnt.cpu().numpy(), ucount
     counts[:, 0] = 0
-    return levels, counts, unit_counts
+    return counts, unit_counts
 
 
 def _order_stats(big, r0: int, upper: float) -> tuple[float, float]:

@@ -10,14 +10,15 @@ top ``1 - level`` of the unit's pixels (``config["top_fraction_rel_error"]``).
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable
 
 import numpy as np
 import torch
 
 from ..stats import TopK
 from ..stats._bilinear import Upsampler
-from ._compute import PixelLabels, chunk_levels_and_counts
+from ._compute import PixelLabels, chunk_levels_and_regions, count_regions
 from .result import Dissection
 
 HIST_BINS = 64
@@ -73,7 +74,9 @@ def finish(stored, cfg, rf, concepts, categories, config, key, model_fp, device,
     hi_all = maxes.amax(0)
     steps = torch.linspace(0, 1, HIST_BINS + 1)
     hist_edges[:] = (lo_all[:, None] + (hi_all - lo_all)[:, None] * steps[None]).numpy()
-    def work(u0: int, u1: int) -> None:
+    pending: list[Callable[[], None]] = []  # countings that wait for the labels
+
+    def work(u0: int, u1: int, labels: Future) -> None:
         part = acts[:, u0:u1]  # (N, uc, h, w) as stored, a strided view (copied if read-only: memory-mapped)
         block = torch.from_numpy(part if part.flags.writeable else np.array(part)).to(device)
         lo, hi = lo_all[u0:u1].to(device), hi_all[u0:u1].to(device)
@@ -89,18 +92,27 @@ def finish(stored, cfg, rf, concepts, categories, config, key, model_fp, device,
         hist_counts[u0:u1] = torch.bincount(bins.reshape(-1), minlength=(u1 - u0) * HIST_BINS).reshape(
             u1 - u0, HIST_BINS).cpu().numpy()
         del bins, sample
-        lv, cnt, ucnt = chunk_levels_and_counts(
-            block, maxes[:, u0:u1].to(device), labels, upsample, level, n_concepts, fixed_levels=fixed,
+        levels[u0:u1], regions, fallback = chunk_levels_and_regions(
+            block, maxes[:, u0:u1].to(device), upsample, level, fixed_levels=fixed,
             first_bounds=torch.tensor(first if first is not None else lo.tolist()),
             upper_bounds=torch.tensor(upper) if first is not None and upper is not None else None,
-            later_bounds=lambda j, block=block, lo=lo, first=first: _bounds(
-                None, block[:, j].reshape(-1).float(), level, float(lo[j])) if first is not None
-            else iter([(float(lo[j]), True)]),
         )
-        levels[u0:u1], inter[u0:u1], unit_pixels[u0:u1] = lv, cnt, ucnt
         top_maps[u0:u1] = torch.stack(
             [block[show_idx[u], u - u0] for u in range(u0, u1)]).cpu().numpy().astype(np.float16)
-        del block
+
+        def later_bounds(j: int):
+            if first is None:
+                return iter([(float(lo[j]), True)])
+            return _bounds(None, block[:, j].reshape(-1).float(), level, float(lo[j]))
+
+        def count() -> None:
+            inter[u0:u1], unit_pixels[u0:u1] = count_regions(
+                regions, fallback, levels[u0:u1], block, labels.result(), upsample, level, later_bounds)
+
+        if labels.done():
+            count()
+        else:
+            pending.append(count)  # counted once the labels are ready; this worker goes on meanwhile
 
     # chunks of units, several per worker thread (each chunk's results go to its own rows)
     n_chunks = max(-(-n_units // chunk), min(n_units, 4 * workers))
@@ -109,13 +121,16 @@ def finish(stored, cfg, rf, concepts, categories, config, key, model_fp, device,
     if workers > 1 and len(spans) > 1:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             # the segmentation prepared for counting: made in one worker while the others start
-            labels = pool.submit(PixelLabels, np.asarray(seg), n_concepts, n_units, device).result
-            for future in [pool.submit(work, a, b) for a, b in spans]:
+            labels = pool.submit(PixelLabels, np.asarray(seg), n_concepts, n_units, device)
+            for future in [pool.submit(work, a, b, labels) for a, b in spans]:
+                future.result()
+            for future in [pool.submit(count) for count in pending]:
                 future.result()
     else:
-        labels = PixelLabels(np.asarray(seg), n_concepts, n_units, device)
+        labels = Future()
+        labels.set_result(PixelLabels(np.asarray(seg), n_concepts, n_units, device))
         for a, b in spans:
-            work(a, b)
+            work(a, b, labels)
     # how close each region is to the top (1 - level) of its unit's pixels (units whose level is
     # above their minimum; at the minimum, ties make the region smaller by definition)
     total = n * int(stored["seg_size"][0]) * int(stored["seg_size"][1])
@@ -125,7 +140,7 @@ def finish(stored, cfg, rf, concepts, categories, config, key, model_fp, device,
         {"median": float(np.median(rel)), "max": float(rel.max()), "units": int(live.sum())} if live.any() else None)
     config["levels"] = ("exact (all upsampled pixels)" if not cfg["level_sample"] else
                         f"estimated from {cfg['level_sample']} random upsampled positions per image")
-    concept_pixels = (labels() if callable(labels) else labels).concept_pixels
+    concept_pixels = labels.result().concept_pixels
     union = unit_pixels[:, None] + concept_pixels[None, :] - inter
     iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0).astype(np.float32)
     iou[:, 0] = 0
