@@ -261,19 +261,21 @@ def test_dissect_on_the_model_device_equals_brute_force(monkeypatch, device, sig
 def test_above_bound_compaction_is_the_same_in_numpy_and_torch():
     """The CPU path (numpy) and the device path (torch) of the stage that keeps the values above a
     unit's bound give the same values and pixels, in the same order."""
-    from netdissect_widgets.dissect._compute import _above
+    from netdissect_widgets.dissect._compute import _above, _pixels
 
     g = torch.Generator().manual_seed(5)
     vals = torch.randn(16, 300, generator=g)
     vals[3, 7] = float("nan")  # padding positions are NaN and never kept
     first = torch.randint(0, 10_000, (300,), generator=g)
     rel = torch.arange(16) * 37
-    v_np, pix_np = _above(vals, 0.5, first, rel, use_numpy=True)
-    v_t, pix_t = _above(vals, 0.5, first, rel, use_numpy=False)
+    v_np, q_np = _above(vals, 0.5, use_numpy=True)
+    v_t, q_t = _above(vals, 0.5, use_numpy=False)
     np.testing.assert_array_equal(v_np, v_t.numpy())
+    pix_np, pix_t = _pixels(q_np, 300, first, rel), _pixels(q_t, 300, first, rel)
     np.testing.assert_array_equal(pix_np, pix_t.numpy())
     s, p = torch.nonzero(vals > 0.5, as_tuple=True)
     np.testing.assert_array_equal(pix_np, (first[p] + rel[s]).numpy())
+    np.testing.assert_array_equal(v_np, vals[s, p].numpy())
 
 
 def test_device_path_equals_brute_force(monkeypatch):
@@ -281,7 +283,7 @@ def test_device_path_equals_brute_force(monkeypatch):
     from netdissect_widgets.dissect import _compute
 
     above = _compute._above
-    monkeypatch.setattr(_compute, "_above", lambda *a: above(*a, use_numpy=False))
+    monkeypatch.setattr(_compute, "_above", lambda *a: above(*a, use_numpy=False))  # torch from here on
     model, ds = RandomConv(), RepeatedLabelData()
     dissect_equals_brute_force(model, ds)
 

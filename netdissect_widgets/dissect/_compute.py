@@ -335,25 +335,24 @@ def chunk_levels_and_regions(
             else:
                 fallback.append(u)
             continue
-        # stage 3: the values above the bound and their pixels, in pieces of at most `budget` values
-        big, pix = [], []
+        # stage 3: the values above the bound (and where they are), in pieces of at most `budget` values
+        pieces = []
         for a in range(cuts[u], cuts[u + 1], step):
             sl = slice(a, min(a + step, cuts[u + 1]))
-            vals = upsample.block_values(abcd[:, sl], gy[sl], gx[sl])
-            v, q = _above(vals.view(S, -1), b, first[sl], rel)
-            big.append(v)
-            pix.append(q)
-        big, pix = _cat(big), _cat(pix)
+            vals = upsample.block_values(abcd[:, sl], gy[sl], gx[sl]).view(S, -1)
+            pieces.append((*_above(vals, b), sl))
+        big = _cat([v for v, _, _ in pieces])
         if fixed_levels is not None:
             levels[u] = float(fixed[u])  # the bound is the level: everything above it is the region
         elif len(big) >= need:
             v0, v1 = _order_stats(big, r0, uppers[u])
             levels[u] = _float32_below(v0 + frac * (v1 - v0) if frac > 0 else v0)
-            pix = _where(pix, big > levels[u])
         else:
             fallback.append(u)  # too few values above the bound: redone alone below
             continue
-        regions[u] = pix
+        # the region: the pixels of the values above the level (only theirs are worked out)
+        regions[u] = _cat([_pixels(_where(q, v > levels[u]), sl.stop - sl.start, first[sl], rel)
+                           for v, q, sl in pieces])
     return levels, regions, fallback
 
 
@@ -405,19 +404,26 @@ def _where(values, mask):
     return values[mask]
 
 
-def _above(vals: torch.Tensor, b: float, first: torch.Tensor, rel: torch.Tensor, use_numpy: bool | None = None):
-    """The values of ``vals (S, P)`` (position x block) above ``b`` and their flat pixel indices
-    ``first[block] + rel[position]``, position-major. numpy arrays for CPU tensors (numpy's
+def _above(vals: torch.Tensor, b: float, use_numpy: bool | None = None):
+    """The values of ``vals (S, P)`` (position x block) above ``b`` and their flat indices in
+    ``vals`` (:func:`_pixels` turns these into pixels). numpy arrays for CPU tensors (numpy's
     compaction is several times faster there on arrays of this size), else tensors."""
-    P = vals.shape[1]
     if use_numpy if use_numpy is not None else vals.device.type == "cpu":
         flat = vals.numpy().reshape(-1)
         q = np.flatnonzero(flat > np.float32(b))
-        s = q // P  # (a division by a scalar is several times faster than divmod)
-        return flat.take(q), first.numpy().take(q - s * P) + rel.numpy().take(s)
+        return flat.take(q), q
     q = torch.nonzero(vals.reshape(-1) > b).squeeze(1)
+    return vals.reshape(-1).index_select(0, q), q
+
+
+def _pixels(q, P: int, first: torch.Tensor, rel: torch.Tensor):
+    """Flat pixel indices ``first[block] + rel[position]`` of flat indices ``q`` into ``(S, P)``
+    position-major block values (numpy or torch, as ``q``)."""
+    if isinstance(q, np.ndarray):
+        s = q // P  # (a division by a scalar is several times faster than divmod)
+        return first.numpy().take(q - s * P) + rel.numpy().take(s)
     s = torch.div(q, P, rounding_mode="floor")
-    return vals.reshape(-1).index_select(0, q), first.index_select(0, q - s * P) + rel.index_select(0, s)
+    return first.index_select(0, q - s * P) + rel.index_select(0, s)
 
 
 def _cat(parts: list):
