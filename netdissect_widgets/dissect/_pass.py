@@ -40,10 +40,11 @@ def few_threads(device: torch.device):
     They are many small tensor operations, for which intra-op threads cost more
     than they give (measured 100x slower with 2 threads on a loaded 2-core
     machine); chunks of units run in parallel Python threads instead (torch
-    releases the GIL inside its operations).
+    releases the GIL inside its operations). On an accelerator: 2 workers, so that
+    one prepares the labels on the CPU while another drives the device.
     """
     if device.type != "cpu":
-        yield 1
+        yield 2
         return
     before = torch.get_num_threads()
     torch.set_num_threads(1)
