@@ -80,7 +80,7 @@ def _thumbnails(images: torch.Tensor, thumb_size: int) -> np.ndarray:
     if scale < 1.0:
         size = (max(1, round(H * scale)), max(1, round(W * scale)))
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-    x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    x = x.clamp(-1, 1).add_(1).mul_(127.5).round_().to(torch.uint8)  # (one new tensor, then in place)
     return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
@@ -99,7 +99,7 @@ def collect(model, layer, loader, segmenter, cfg, n_concepts, seg_size, work: Pa
     images_kind = cfg["images"]
     use_batch = images_kind == "input" and hasattr(segmenter, "segment_batch")
     store_dtype = torch.float16 if cfg["store_dtype"] == "float16" else torch.float32
-    seg_dtype, seg_np_dtype = _compact_dtype(n_concepts)
+    seg_np_dtype = _compact_dtype(n_concepts)[1]
     n_show = cfg["n_show"]
     acts = seg = maxes = None
     show_vals = show_idx = None
@@ -125,7 +125,6 @@ def collect(model, layer, loader, segmenter, cfg, n_concepts, seg_size, work: Pa
                 if seg_size is not None:
                     s = _resize_seg(s, seg_size)
                 with few_threads(device):  # the bookkeeping below: small ops, one thread
-                    a_st = a.to(store_dtype)
                     # extremes of the stored values (rounding is monotonic: round the extremes, not all)
                     m = a.amax(dim=(2, 3)).to(store_dtype).float()
                     m_lo = a.amin(dim=(2, 3)).to(store_dtype).float()
@@ -143,8 +142,9 @@ def collect(model, layer, loader, segmenter, cfg, n_concepts, seg_size, work: Pa
                             f"segmenter {_data.segmenter_name(segmenter)} changed output shape between batches: "
                             f"{tuple(s.shape[1:])} vs {seg.shape[1:]} (pass seg_size= to resample)"
                         )
-                    acts[row : row + b] = a_st.cpu().numpy()
-                    seg[row : row + b] = s.to(seg_dtype).cpu().numpy()  # ids were checked: they fit
+                    # stored in place, converted on the way (ids were checked: they fit the compact dtype)
+                    torch.from_numpy(acts[row : row + b]).copy_(a)
+                    torch.from_numpy(seg[row : row + b]).copy_(s)
                     maxes[row : row + b] = m.cpu().numpy()
                     mins[row : row + b] = m_lo.cpu().numpy()
                     # running top n_show per unit (ties: lower dataset index first, as in the final top-k)
