@@ -9,12 +9,12 @@ import pytest
 
 from netdissect_widgets._heap import TRIM_AFTER, _glibc, steady_heap
 
-SIZE = 24 << 20  # like a batch's largest activations: below glibc's 32 MiB mmap threshold
+SIZE = 48 << 20  # like a generator's batch of activations: above glibc's 32 MiB mmap threshold
 
 
 def _batch() -> None:
-    """Like a forward pass: several large buffers touched, then all freed (96 MiB, more than glibc
-    keeps free at the top of its heap by default, so without a steady heap it goes back)."""
+    """Like a forward pass: several large buffers touched, then all freed (by default glibc maps
+    each afresh and unmaps it when freed)."""
     buffers = [np.ones(SIZE, dtype=np.uint8) for _ in range(4)]
     del buffers
 

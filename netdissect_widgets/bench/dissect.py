@@ -5,7 +5,9 @@
 For each toy-world model, in one run and interleaved (``--repeats`` times):
 
 * ``forward``: the model alone over the items (classifier: images -> logits;
-  GAN: z -> images), batches of ``--batch-size``, inference mode;
+  GAN: z -> images), batches of ``--batch-size``, inference mode, in the same steady
+  heap as the dissection's pass (:mod:`netdissect_widgets._heap`: no page faults for
+  every batch's activations), so that the ratio compares the work, not the allocator;
 * ``dissect``: :func:`netdissect_widgets.dissect` of the layer over the same
   items (no cache), with its ``pass`` and ``stats`` parts;
 * for the GAN also ``segmenter``: the segmenter alone over the generated images,
@@ -30,6 +32,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from .._heap import steady_heap
+
 TARGET = 1.3
 
 
@@ -42,8 +46,6 @@ def _materialise(data: Any) -> TensorDataset:
 
 
 def _forward_time(model, data, batch_size: int, device) -> tuple[float, list]:
-    from .._heap import steady_heap
-
     outs = []
     start = time.perf_counter()
     with torch.inference_mode(), steady_heap():  # as the dissection's pass, so that both keep their pages
@@ -67,7 +69,7 @@ def bench_model(name: str, n_images: int, batch_size: int, repeats: int, segment
         forward.append(t)
         if setup.images == "output":
             start = time.perf_counter()
-            with torch.inference_mode():
+            with torch.inference_mode(), steady_heap():
                 for images in outs:
                     setup.segmenter.segment(images)
             seg_s.append(time.perf_counter() - start)
