@@ -13,11 +13,12 @@ segmentations. Everything else is computed here, upsampling only the blocks (see
    blocks; the values above the bound and their pixels are kept.
 
 **Level** of unit u (numpy's ``linear`` quantile of all its ``N*H*W`` upsampled
-values at ``level``): the first bound is the quantile at ``1 - 1.5 (1 - level)``
-of a random sample of upsampled values. If enough computed values exceed it, the
-top order statistics are all among them and the level is exact; they are searched
-among the values below the sample's quantile at ``1 - 0.7 (1 - level)`` when fewer
-than needed lie above that. Otherwise the unit is redone alone with lower bounds
+values at ``level``): the first search runs between two quantiles of a random
+sample of upsampled values, about 4 standard deviations of the sample's count
+either side of the level (``_stats.search_quantiles``). If enough computed values
+exceed the lower bound, the top order statistics are all among them and the level
+is exact; when fewer than needed exceed the upper bound, they are searched among
+the values between the two. Otherwise the unit is redone alone with lower bounds
 (low-res quantiles, then the unit's minimum, below which no value lies, which is
 always exact).
 

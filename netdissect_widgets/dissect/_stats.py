@@ -103,7 +103,7 @@ def finish(stored, cfg, rf, concepts, categories, config, key, model_fp, device,
         def later_bounds(j: int):
             if first is None:
                 return iter([(float(lo[j]), True)])
-            return _bounds(None, block[:, j].reshape(-1).float(), level, float(lo[j]))
+            return _bounds(block[:, j].reshape(-1).float(), level, float(lo[j]))
 
         def count() -> None:
             inter[u0:u1], unit_pixels[u0:u1] = count_regions(
@@ -198,10 +198,9 @@ def _kths_at(flat: torch.Tensor, qs: list[float]) -> list[list[float] | None]:
     return [None if k is None else top[:, m - k].tolist() for k in kths]
 
 
-def _bounds(first: float | None, row: torch.Tensor, level: float, minimum: float):
-    """Lazy ``(bound, is_last)`` pairs for :func:`unit_level_and_counts`."""
-    if first is not None:
-        yield first, False
+def _bounds(row: torch.Tensor, level: float, minimum: float):
+    """Lazy ``(bound, is_last)`` pairs for :func:`unit_level_and_counts` after the first search:
+    quantiles of the unit's low-res values ``row``, then its minimum."""
     for mult in BOUND_STEPS:
         value = _kth_at(row, 1 - mult * (1 - level))
         if value is not None:
