@@ -20,6 +20,18 @@ from netdissect_widgets.stats._bilinear import Upsampler, interp_matrix
 from tests.conftest import require
 
 CONCEPTS = ["-", "dog", "cat", "grass", "sky", "red"]
+
+
+@pytest.fixture(params=["fused", "tensor"])
+def cpu_path(request, monkeypatch):
+    """Both ways the CPU computes the levels and counts: the fused loops (numba, the default) and
+    the tensor path that accelerators run (here on CPU tensors)."""
+    from netdissect_widgets.dissect import _kernels, _stats
+
+    if request.param == "fused":
+        require(_kernels.available(), "numba is not installed")
+    monkeypatch.setattr(_stats, "FUSED_CPU_LOOPS", request.param == "fused")
+    return request.param
 CATEGORIES = ["-", "object", "object", "material", "object", "color"]
 
 
@@ -144,7 +156,7 @@ class RandomSegData(torch.utils.data.Dataset):
         return self.images[i], self.seg[i]
 
 
-def brute_force(model, ds, level, n_concepts=len(CONCEPTS)):
+def brute_force(model, ds, level, n_concepts=len(CONCEPTS), receptive_field=None):
     """Upsample everything densely, numpy quantile, dense counts.
 
     The dense upsampling is dissect's reference ``Upsampler.__call__`` (equal to
@@ -156,7 +168,7 @@ def brute_force(model, ds, level, n_concepts=len(CONCEPTS)):
         acts = model.features(ds.images)
         if model.round_half:
             acts = acts.half().float()
-        upsample = Upsampler(acts.shape[2:], ds.seg.shape[2:])
+        upsample = Upsampler(acts.shape[2:], ds.seg.shape[2:], receptive_field)
         up = torch.stack([upsample(acts[:, u]) for u in range(acts.shape[1])], 1)
     up = up.permute(1, 0, 2, 3).reshape(acts.shape[1], -1).double().numpy()
     levels = np.quantile(up, level, axis=1, method="linear")
@@ -185,13 +197,13 @@ def dissect_equals_brute_force(model, ds, level=0.95, segmenter=None, n_concepts
 
 @pytest.mark.parametrize("store_dtype, round_half", [("float32", False), ("float16", True)])
 @pytest.mark.parametrize("level", [0.99, 0.95, 0.9973])
-def test_iou_and_levels_equal_brute_force(store_dtype, round_half, level):
+def test_iou_and_levels_equal_brute_force(store_dtype, round_half, level, cpu_path):
     model, ds = RandomConv(round_half=round_half), RandomSegData()
     _, iou = dissect_equals_brute_force(model, ds, level, store_dtype=store_dtype)
     assert (iou[:, 1:] > 0).any(), "the test data must give non-trivial IoUs"
 
 
-def test_levels_are_exact_when_the_first_bound_is_too_high(monkeypatch):
+def test_levels_are_exact_when_the_first_bound_is_too_high(monkeypatch, cpu_path):
     """A first bound above the level leaves too few values: every unit takes the later bounds."""
     from netdissect_widgets.dissect import _stats
 
@@ -201,7 +213,7 @@ def test_levels_are_exact_when_the_first_bound_is_too_high(monkeypatch):
 
 
 @pytest.mark.parametrize("upper", [1.0, 0.96, 0.93])
-def test_level_searched_between_two_bounds_equals_brute_force(monkeypatch, upper):
+def test_level_searched_between_two_bounds_equals_brute_force(monkeypatch, upper, cpu_path):
     """The sample's upper bound at its maximum (1.0), near the level, or below it (0.93: too many
     values above it, so the search falls back to all values above the lower bound)."""
     from netdissect_widgets.dissect import _stats
@@ -282,8 +294,11 @@ def test_device_path_equals_brute_force(monkeypatch):
     """Dissect with the torch compaction that GPUs use (here on CPU tensors) equals brute force."""
     from netdissect_widgets.dissect import _compute
 
+    from netdissect_widgets.dissect import _stats
+
+    monkeypatch.setattr(_stats, "FUSED_CPU_LOOPS", False)  # the tensor path ...
     above = _compute._above
-    monkeypatch.setattr(_compute, "_above", lambda *a: above(*a, use_numpy=False))  # torch from here on
+    monkeypatch.setattr(_compute, "_above", lambda *a: above(*a, use_numpy=False))  # ... in torch from here on
     model, ds = RandomConv(), RepeatedLabelData()
     dissect_equals_brute_force(model, ds)
 
@@ -296,13 +311,16 @@ class Copies(nn.Module):
 def test_values_computed_in_small_pieces_equal_brute_force(monkeypatch):
     from netdissect_widgets.dissect import _compute
 
+    from netdissect_widgets.dissect import _stats
+
+    monkeypatch.setattr(_stats, "FUSED_CPU_LOOPS", False)  # (the tensor path computes values in pieces)
     monkeypatch.setattr(_compute, "VALUES_BUDGET", 50)  # a few blocks at a time
     model, ds = RandomConv(units=1), RandomSegData()
     model.features.append(Copies())  # 24 equal units, several per chunk: any neighbour would pass a bound
     dissect_equals_brute_force(model, ds)
 
 
-def test_sampled_levels_with_constant_and_zero_units():
+def test_sampled_levels_with_constant_and_zero_units(cpu_path):
     """Levels from a sample: a constant or all-zero unit has no block above its level (empty region)."""
     d = dissect(Planted(), "units", KnownSegData(), DataSegmenter(), level_sample=16, progress=False,
                 batch_size=50)
@@ -322,7 +340,7 @@ class RepeatedLabelData(RandomSegData):
         self.seg[:, 1] = torch.where(pick, self.seg[:, 0], self.seg[:, 1])
 
 
-def test_a_concept_in_two_channels_of_a_pixel_counts_once():
+def test_a_concept_in_two_channels_of_a_pixel_counts_once(cpu_path):
     model, ds = RandomConv(), RepeatedLabelData()
     assert ((ds.seg[:, 0] == ds.seg[:, 1]) & (ds.seg[:, 0] > 0)).any(), "the data must repeat labels"
     d, _ = dissect_equals_brute_force(model, ds)
@@ -347,7 +365,7 @@ class ManyConceptSegmenter(DataSegmenter):
     categories = ["-"] + ["object"] * 299
 
 
-def test_more_than_256_concepts_in_three_channels_equal_brute_force():
+def test_more_than_256_concepts_in_three_channels_equal_brute_force(cpu_path):
     model, ds = RandomConv(), ManyConceptData()
     d, iou = dissect_equals_brute_force(model, ds, segmenter=ManyConceptSegmenter(), n_concepts=300)
     assert (iou[:, 256:] > 0).any(), "concepts above 255 must be in the regions"
@@ -384,6 +402,34 @@ def test_upsampling_is_torch_bilinear_and_blocks_are_bit_identical(feature, out)
         assert (w >= 0).all() and torch.allclose(w.sum(1), torch.ones(n))
 
 
+@pytest.mark.parametrize("rf", [(4, 0.0), ((3, 5), (2.0, -1.0))])
+def test_receptive_field_upsampling_equals_brute_force(rf, cpu_path):
+    """Receptive-field-aware offsets: blocks of several sizes (and a stride that is not the image's)."""
+    model, ds = RandomConv(), RandomSegData()
+    d = dissect(model, "features", ds, DataSegmenter(), level=0.95, store_dtype="float32", progress=False,
+                batch_size=7, k=3, receptive_field=rf)
+    pairs = tuple((float(v), float(v)) if np.isscalar(v) else tuple(map(float, v)) for v in rf)
+    levels, iou = brute_force(model, ds, 0.95, receptive_field=pairs)
+    np.testing.assert_allclose(d.levels.numpy(), levels, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(d.iou.numpy(), iou, atol=1e-6)
+
+
+def test_fused_loops_grow_the_window_when_it_is_too_small(monkeypatch):
+    """The fused loops start with a small buffer for the values between the bounds; when more are
+    there they run again with room for all, and the result is still exact."""
+    from netdissect_widgets.dissect import _kernels, _stats
+
+    require(_kernels.available(), "numba is not installed")
+    monkeypatch.setattr(_stats, "FUSED_CPU_LOOPS", True)
+    monkeypatch.setattr(_kernels, "WINDOW_FRACTION", 0.0)
+    monkeypatch.setattr(_kernels, "WINDOW_MIN", 8)
+    calls = []  # the size of the window buffer of every loop run
+    scan = _kernels._scan
+    monkeypatch.setattr(_kernels, "_scan", lambda *a: calls.append(len(a[20])) or scan(*a))
+    dissect_equals_brute_force(RandomConv(), RandomSegData())
+    assert 8 in calls and max(calls) > 8, calls
+
+
 def test_receptive_field_offset_shifts_the_region():
     model, ds = RandomConv(), RandomSegData()
     plain = dissect(model, "features", ds, DataSegmenter(), progress=False, k=3)
@@ -407,7 +453,7 @@ def test_toy_classifier_conv5_units_match_many_concepts():
     assert len(matched) >= 8, d.summary()
 
 
-def test_sampled_levels_give_exact_regions_for_those_levels():
+def test_sampled_levels_give_exact_regions_for_those_levels(cpu_path):
     model, ds = RandomConv(), RandomSegData()
     d = dissect(model, "features", ds, DataSegmenter(), level_sample=8, store_dtype="float32",
                 progress=False, batch_size=7, k=3)

@@ -122,6 +122,10 @@ class PixelLabels:
             return np.bincount(table.numpy().take(pix, axis=0).reshape(-1), minlength=self.n_keys)
         return torch.bincount(table.index_select(0, pix).reshape(-1), minlength=self.n_keys).cpu().numpy()
 
+    def key_table(self) -> np.ndarray:
+        """``(N*H*W, L)`` the keys counted per pixel, as a numpy array (CPU tables only)."""
+        return self.codes.numpy()[:, None] if self.codes is not None else self.ids.numpy()
+
     def to_concepts(self, counts: np.ndarray) -> np.ndarray:
         return counts @ self.matrix if self.codes is not None else counts
 
@@ -371,20 +375,28 @@ def count_regions(
     ``unit_counts (U,)``. The ``fallback`` units are done here, one at a time, with the bounds
     ``later_bounds(u)`` (``(bound, is_last)`` pairs); their levels are written into ``levels``."""
     U = maps.shape[1]
-    n_concepts = pixel_labels.n_concepts
     key_counts = np.zeros((U, pixel_labels.n_keys), dtype=np.int64)
     unit_counts = np.zeros(U, dtype=np.int64)
     for u, pix in regions.items():
         key_counts[u] = pixel_labels.count(pix)
         unit_counts[u] = len(pix)
     counts = pixel_labels.to_concepts(key_counts)
+    count_fallback(fallback, levels, maps, pixel_labels, upsample, level, later_bounds, counts, unit_counts)
+    return counts, unit_counts
+
+
+def count_fallback(fallback: Sequence[int], levels: np.ndarray, maps: torch.Tensor, pixel_labels: PixelLabels,
+                   upsample: Upsampler, level: float, later_bounds: Callable[[int], Iterable[tuple[float, bool]]],
+                   counts: np.ndarray, unit_counts: np.ndarray) -> None:
+    """The ``fallback`` units, one at a time (:func:`unit_level_and_counts` with the bounds
+    ``later_bounds(u)``): their levels into ``levels``, concept counts into ``counts (U, C)`` and
+    region sizes into ``unit_counts``; then ``counts[:, 0] = 0``."""
     for u in fallback:
         one = maps[:, u].float()
         t_u, cnt, ucount = unit_level_and_counts(one, upsample.corner_max(one), pixel_labels.ids, upsample,
-                                                 level, n_concepts, later_bounds(u))
+                                                 level, pixel_labels.n_concepts, later_bounds(u))
         levels[u], counts[u], unit_counts[u] = t_u, cnt.cpu().numpy(), ucount
     counts[:, 0] = 0
-    return counts, unit_counts
 
 
 def _order_stats(big, r0: int, upper: float) -> tuple[float, float]:

@@ -18,7 +18,9 @@ import torch
 
 from ..stats import TopK
 from ..stats._bilinear import Upsampler
-from ._compute import PixelLabels, chunk_levels_and_regions, count_regions
+from . import _kernels
+from ._compute import (PixelLabels, _float32_below, chunk_levels_and_regions, count_fallback,
+                       count_regions)
 from .result import Dissection
 
 HIST_BINS = 64
@@ -34,6 +36,9 @@ BOUND_STEPS = (6, 25)
 #: at level 0.99 the search then starts between the quantiles 0.9869 and 0.9931)
 SAMPLE_POSITIONS = 32
 SAMPLE_TOTAL = 16384
+#: on the CPU, the levels and counts run as the fused loops of :mod:`._kernels` (False: the tensor
+#: path that accelerators use, e.g. to compare the two)
+FUSED_CPU_LOOPS = True
 
 
 def sample_positions(n_images: int, level_sample: int | None = None) -> int:
@@ -75,6 +80,7 @@ def finish(stored, cfg, rf, concepts, categories, config, key, model_fp, device,
     steps = torch.linspace(0, 1, HIST_BINS + 1)
     hist_edges[:] = (lo_all[:, None] + (hi_all - lo_all)[:, None] * steps[None]).numpy()
     pending: list[Callable[[], None]] = []  # countings that wait for the labels
+    fused = device.type == "cpu" and FUSED_CPU_LOOPS and _kernels.available()
 
     def work(u0: int, u1: int, labels: Future) -> None:
         part = acts[:, u0:u1]  # (N, uc, h, w) as stored, a strided view (copied if read-only: memory-mapped)
@@ -92,11 +98,8 @@ def finish(stored, cfg, rf, concepts, categories, config, key, model_fp, device,
         hist_counts[u0:u1] = torch.bincount(bins.reshape(-1), minlength=(u1 - u0) * HIST_BINS).reshape(
             u1 - u0, HIST_BINS).cpu().numpy()
         del bins, sample
-        levels[u0:u1], regions, fallback = chunk_levels_and_regions(
-            block, maxes[:, u0:u1].to(device), upsample, level, fixed_levels=fixed,
-            first_bounds=torch.tensor(first if first is not None else lo.tolist()),
-            upper_bounds=torch.tensor(upper) if first is not None and upper is not None else None,
-        )
+        first_bounds = first if first is not None else lo.tolist()
+        upper_bounds = upper if first is not None else None
         top_maps[u0:u1] = torch.stack(
             [block[show_idx[u], u - u0] for u in range(u0, u1)]).cpu().numpy().astype(np.float16)
 
@@ -105,9 +108,32 @@ def finish(stored, cfg, rf, concepts, categories, config, key, model_fp, device,
                 return iter([(float(lo[j]), True)])
             return _bounds(block[:, j].reshape(-1).float(), level, float(lo[j]))
 
-        def count() -> None:
-            inter[u0:u1], unit_pixels[u0:u1] = count_regions(
-                regions, fallback, levels[u0:u1], block, labels.result(), upsample, level, later_bounds)
+        if fused:  # the CPU loops of ._kernels
+            m = _kernels.unit_major(block)
+            maxes_t = maxes[:, u0:u1].t().contiguous().numpy()
+            if fixed is not None:
+                levels[u0:u1], fallback = [_float32_below(v) for v in fixed], []
+            else:
+                levels[u0:u1], fallback = _kernels.chunk_levels(m, maxes_t, upsample, level, first_bounds,
+                                                                upper_bounds)
+
+            def count() -> None:
+                pl = labels.result()
+                keys, sizes = _kernels.chunk_counts(m, maxes_t, upsample, levels[u0:u1], fallback,
+                                                    pl.key_table(), pl.n_keys)
+                counts = pl.to_concepts(keys)
+                count_fallback(fallback, levels[u0:u1], block, pl, upsample, level, later_bounds, counts, sizes)
+                inter[u0:u1], unit_pixels[u0:u1] = counts, sizes
+        else:  # tensors, on the model's device
+            levels[u0:u1], regions, fallback = chunk_levels_and_regions(
+                block, maxes[:, u0:u1].to(device), upsample, level, fixed_levels=fixed,
+                first_bounds=torch.tensor(first_bounds),
+                upper_bounds=torch.tensor(upper_bounds) if upper_bounds is not None else None,
+            )
+
+            def count() -> None:
+                inter[u0:u1], unit_pixels[u0:u1] = count_regions(
+                    regions, fallback, levels[u0:u1], block, labels.result(), upsample, level, later_bounds)
 
         if labels.done():
             count()
