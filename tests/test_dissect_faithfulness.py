@@ -26,11 +26,12 @@ CONCEPTS = ["-", "dog", "cat", "grass", "sky", "red"]
 def cpu_path(request, monkeypatch):
     """Both ways the CPU computes the levels and counts: the fused loops (numba, the default) and
     the tensor path that accelerators run (here on CPU tensors)."""
-    from netdissect_widgets.dissect import _kernels, _stats
+    from netdissect_widgets.dissect import _compute, _kernels, _stats
 
     if request.param == "fused":
         require(_kernels.available(), "numba is not installed")
     monkeypatch.setattr(_stats, "FUSED_CPU_LOOPS", request.param == "fused")
+    monkeypatch.setattr(_compute, "FUSED_CODES", request.param == "fused")  # (the label codes: numba or numpy)
     return request.param
 CATEGORIES = ["-", "object", "object", "material", "object", "color"]
 
@@ -471,3 +472,37 @@ def test_sampled_levels_give_exact_regions_for_those_levels(cpu_path):
     assert d.config["levels"].startswith("estimated") and d.config["top_fraction_rel_error"]["units"] > 0
     exact = dissect(model, "features", ds, DataSegmenter(), store_dtype="float32", progress=False, k=3)
     assert exact.config["top_fraction_rel_error"]["max"] < 0.05
+
+
+def test_fused_sample_equals_the_upsampler_sample():
+    """The fused loops' sample (histogram, level bounds, sampled levels) reads the same positions and
+    computes the same float values as ``Upsampler.sample``, receptive-field offsets included."""
+    from netdissect_widgets.dissect import _kernels
+
+    require(_kernels.available(), "numba is not installed")
+    maps = torch.randn(9, 5, 6, 7, generator=torch.Generator().manual_seed(8))
+    for rf in (None, ((3.0, 5.0), (2.0, -1.0))):
+        upsample = Upsampler((6, 7), (20, 30), rf)
+        want = upsample.sample(maps, 11, seed=4).permute(1, 0, 2).reshape(5, -1)
+        got = _kernels.sample(_kernels.unit_major(maps), upsample, 11, seed=4)
+        assert torch.equal(torch.from_numpy(got), want)
+
+
+@pytest.mark.parametrize("n_channels, n_concepts", [(2, 6), (4, 56), (3, 300)])
+def test_fused_label_codes_number_every_pixel_combination(n_channels, n_concepts):
+    """Each pixel's code names its combination of label ids, and each combination's pixel count is
+    right (the codes the fused loops count instead of the label channels)."""
+    from netdissect_widgets.dissect import _kernels
+
+    require(_kernels.available(), "numba is not installed")
+    g = torch.Generator().manual_seed(n_concepts)
+    seg = torch.randint(0, n_concepts, (7, n_channels, 4, 5), generator=g)
+    seg[:, -1] = torch.where(seg[:, -1] % 2 == 0, 0, seg[:, -1])  # some combinations repeat
+    seg = seg.numpy().astype(np.uint8 if n_concepts <= 256 else np.int16)
+    codes, combos, pixels = _kernels.combination_codes(seg, n_concepts, 1 << 24, 1 << 20)
+    rows = seg.transpose(0, 2, 3, 1).reshape(-1, n_channels)
+    np.testing.assert_array_equal(combos[codes], rows)
+    assert len(combos) == len(np.unique(rows, axis=0)) and pixels.sum() == len(rows)
+    np.testing.assert_array_equal(pixels, np.bincount(codes, minlength=len(combos)))
+    assert _kernels.combination_codes(seg, n_concepts, 1 << 24, len(combos) - 1) is None  # too many codes
+    assert _kernels.combination_codes(seg, n_concepts, 2, 1 << 20) is None  # too large a table

@@ -36,8 +36,11 @@ import numpy as np
 import torch
 
 from ..stats._bilinear import Upsampler
+from . import _kernels
 
 
+#: label combination codes by the fused loops of :mod:`._kernels` when numba is there (False: numpy)
+FUSED_CODES = True
 #: most upsampled values computed at once for one unit (16 MiB of float32)
 VALUES_BUDGET = 1 << 22
 
@@ -89,7 +92,10 @@ class PixelLabels:
         self.codes = None
         self.n_keys = n_concepts
         found = None
-        if seg.shape[1] >= 2:
+        pairs = False
+        if seg.shape[1] >= 2 and FUSED_CODES and _kernels.available():
+            found = _kernels.combination_codes(seg, n_concepts, self.MAX_TABLE, self.MAX_KEYS // max(1, n_units))
+        if seg.shape[1] >= 2 and found is None:
             columns, size, pairs = _label_columns(seg, n_concepts)
             found = _combination_codes(columns, size, self.MAX_TABLE, self.MAX_KEYS // max(1, n_units))
         if found is None:
@@ -450,8 +456,9 @@ def _two_largest_at(values: torch.Tensor | np.ndarray, r: int) -> tuple[float, f
     k0 = n - 1 - r  # ascending index of rank r
     k1 = min(k0 + 1, n - 1)
     if isinstance(values, np.ndarray) or values.device.type == "cpu":
-        part = np.partition(np.asarray(values), [k0, k1] if k1 != k0 else [k0])
-        return float(part[k0]), float(part[k1])
+        # one kth, then the smallest above it (numpy's partition at [k0, k0 + 1] is several times slower)
+        part = np.partition(np.asarray(values), k0)
+        return float(part[k0]), float(part[k0 + 1:].min() if k1 != k0 else part[k0])
     return float(torch.kthvalue(values, k0 + 1).values), float(torch.kthvalue(values, k1 + 1).values)
 
 

@@ -220,3 +220,98 @@ def chunk_counts(m: np.ndarray, maxes_t: np.ndarray, upsample, levels: np.ndarra
     _, sizes, _ = _run(m, hot, bounds, np.full(U, -np.inf, np.float32), upsample, np.empty(0, np.float32),
                        table, counts)
     return counts, sizes
+
+
+@_jit
+def _sample(m, yy, xx, yi0, yi1, yw0, yw1, xi0, xi1, xw0, xw1, out):
+    """``out[u, n * k + i]``: the upsampled value of map ``m[u, n] (h, w)`` at output position
+    ``(yy[n, i], xx[n, i])`` (the same products and sums as the dense upsampling)."""
+    U, N = m.shape[:2]
+    k = yy.shape[1]
+    for u in range(U):
+        for n in range(N):
+            for i in range(k):
+                y = yy[n, i]
+                x = xx[n, i]
+                r0 = yi0[y]
+                r1 = yi1[y]
+                c0 = xi0[x]
+                c1 = xi1[x]
+                top = m[u, n, r0, c0] * xw0[x] + m[u, n, r0, c1] * xw1[x]
+                bot = m[u, n, r1, c0] * xw0[x] + m[u, n, r1, c1] * xw1[x]
+                out[u, n * k + i] = top * yw0[y] + bot * yw1[y]
+
+
+def sample(m: np.ndarray, upsample, k: int, seed: int) -> np.ndarray:
+    """:meth:`Upsampler.sample <netdissect_widgets.stats._bilinear.Upsampler.sample>` of the units of
+    ``m (U, N, h, w)`` (:func:`unit_major`), unit-major: ``(U, N * k)`` float32, the same values."""
+    yy, xx = (t.cpu().numpy() for t in upsample.sample_positions(m.shape[1], k, seed))
+    out = np.empty((m.shape[0], m.shape[1] * yy.shape[1]), np.float32)
+    arrays = [np.ascontiguousarray(t.cpu().numpy()) for a in (upsample.y, upsample.x) for t in (a.i0, a.i1)]
+    weights = [np.ascontiguousarray(t.cpu().numpy()) for a in (upsample.y, upsample.x) for t in (a.w0, a.w1)]
+    _sample(m, yy, xx, arrays[0], arrays[1], weights[0], weights[1], arrays[2], arrays[3], weights[2], weights[3], out)
+    return out
+
+
+@_jit
+def _channel_values(seg, n_concepts):
+    """``(L, n_concepts)`` bool: the ids present in each label channel of ``seg (N, L, H, W)``."""
+    N, L, H, W = seg.shape
+    present = np.zeros((L, n_concepts), np.bool_)
+    for n in range(N):
+        for j in range(L):
+            for y in range(H):
+                for x in range(W):
+                    present[j, seg[n, j, y, x]] = True
+    return present
+
+
+@_jit
+def _number_pixels(seg, offsets, size, codes, renumber):
+    """Each pixel's combination ``sum_j offsets[j, id_j]``: counted per combination into ``size``
+    when ``renumber`` is empty, else written to ``codes`` as ``renumber[combination]``."""
+    N, L, H, W = seg.shape
+    write = renumber.shape[0] > 0
+    k = np.empty(W, np.int64)
+    p = 0
+    for n in range(N):
+        for y in range(H):
+            k[:] = 0
+            for j in range(L):  # one label channel's row at a time (contiguous)
+                for x in range(W):
+                    k[x] += offsets[j, seg[n, j, y, x]]
+            if write:
+                for x in range(W):
+                    codes[p + x] = renumber[k[x]]
+            else:
+                for x in range(W):
+                    size[k[x]] += 1
+            p += W
+
+
+def combination_codes(seg: np.ndarray, n_concepts: int, max_table: int, max_codes: int):
+    """The label combinations of ``seg (N, L, H, W)``, as
+    :func:`~._compute._combination_codes`: ``(codes (N*H*W,) int32, combos (K, L), pixels (K,))``
+    (combinations numbered in lexicographic order); None when the combinations of the ids present
+    per channel exceed ``max_table`` or those present exceed ``max_codes``."""
+    present = _channel_values(seg, n_concepts)
+    index = (np.cumsum(present, axis=1) - 1).astype(np.int64)  # an id's number among its channel's ids
+    counts = present.sum(1).astype(np.int64)
+    if np.prod(counts.astype(float)) > max_table:
+        return None
+    radix = np.concatenate([np.cumprod(counts[::-1])[::-1][1:], [1]]).astype(np.int64)
+    size = np.zeros(int(np.prod(counts)), np.int64)
+    no_codes, no_renumber = np.zeros(0, np.int32), np.zeros(0, np.int32)
+    offsets = index * radix[:, None]  # an id's contribution to the combination's number
+    _number_pixels(seg, offsets, size, no_codes, no_renumber)
+    kept = np.flatnonzero(size)
+    if len(kept) > max_codes:
+        return None
+    renumber = np.zeros(len(size), np.int32)
+    renumber[kept] = np.arange(len(kept), dtype=np.int32)
+    codes = np.empty(seg.shape[0] * seg.shape[2] * seg.shape[3], np.int32)
+    _number_pixels(seg, offsets, size, codes, renumber)
+    values = [np.flatnonzero(present[j]) for j in range(seg.shape[1])]
+    digits = (kept[:, None] // radix[None, :]) % counts[None, :]
+    combos = np.stack([values[j][digits[:, j]] for j in range(seg.shape[1])], axis=1)
+    return codes, combos, size[kept]

@@ -10,12 +10,15 @@ For every batch, :func:`collect` runs the model once with a hook on the layer
 * each unit's spatial max and min per image,
 * uint8 thumbnails of the images currently in some unit's running top ``n_show``.
 
+On the CPU the storing runs in a thread of its own with one intra-op thread,
+while the model runs the next batch with its threads.
 Nothing is upsampled here; :mod:`._stats` computes everything else from these.
 """
 from __future__ import annotations
 
 import contextlib
 import math
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +37,15 @@ MEMORY_LIMIT = 1 << 30
 
 @contextlib.contextmanager
 def few_threads(device: torch.device):
-    """Run the per-unit statistics with one intra-op CPU thread (restored afterwards); yields the
-    number of worker threads to use instead (torch's thread count before).
+    """Run the per-unit statistics with one intra-op CPU thread in this thread (restored afterwards);
+    yields the number of worker threads to use instead (torch's thread count before).
 
-    They are many small tensor operations, for which intra-op threads cost more
-    than they give (measured 100x slower with 2 threads on a loaded 2-core
-    machine); chunks of units run in parallel Python threads instead (torch
-    releases the GIL inside its operations). On an accelerator: 2 workers, so that
-    one prepares the labels on the CPU while another drives the device.
+    They are many small tensor operations and fused loops, for which intra-op threads
+    cost more than they give (measured 100x slower with 2 threads on a loaded 2-core
+    machine); chunks of units run in parallel Python threads instead (torch and the
+    loops release the GIL). torch's intra-op thread count is per thread: the workers
+    set theirs to one when they start. On an accelerator: 2 workers, so that one
+    prepares the labels on the CPU while another drives the device.
     """
     if device.type != "cpu":
         yield 2
@@ -101,12 +105,59 @@ def collect(model, layer, loader, segmenter, cfg, n_concepts, seg_size, work: Pa
     store_dtype = torch.float16 if cfg["store_dtype"] == "float16" else torch.float32
     seg_np_dtype = _compact_dtype(n_concepts)[1]
     n_show = cfg["n_show"]
-    acts = seg = maxes = None
+    acts = seg = maxes = mins = None
     show_vals = show_idx = None
     thumbs: dict[int, np.ndarray] = {}
+
+    def store_batch(a: torch.Tensor, s: torch.Tensor, pics: torch.Tensor, row: int) -> None:
+        """Store one batch: small ops, for which intra-op threads cost more than they give (on the
+        CPU they run in a thread of their own with one intra-op thread, see below)."""
+        nonlocal acts, seg, maxes, mins, show_vals, show_idx
+        b = a.shape[0]
+        with torch.inference_mode():
+            # extremes of the stored values (rounding is monotonic: round the extremes, not all)
+            m = a.amax(dim=(2, 3)).to(store_dtype).float()
+            m_lo = a.amin(dim=(2, 3)).to(store_dtype).float()
+            if acts is None:
+                acts = _allocate(work / "acts.npy", (n_items, *a.shape[1:]), np.dtype(cfg["store_dtype"]))
+                seg = _allocate(work / "seg.npy", (n_items, *s.shape[1:]), seg_np_dtype)
+                maxes = np.empty((n_items, a.shape[1]), dtype=np.float32)
+                mins = np.empty((n_items, a.shape[1]), dtype=np.float32)
+                show_vals = torch.full((a.shape[1], 0), -math.inf, device=m.device)
+                show_idx = torch.zeros((a.shape[1], 0), dtype=torch.int64, device=m.device)
+            elif a.shape[1:] != acts.shape[1:]:
+                raise ValueError(f"layer {layer!r} changed shape between batches: {tuple(a.shape[1:])} vs {acts.shape[1:]}")
+            elif s.shape[1:] != seg.shape[1:]:
+                raise ValueError(
+                    f"segmenter {_data.segmenter_name(segmenter)} changed output shape between batches: "
+                    f"{tuple(s.shape[1:])} vs {seg.shape[1:]} (pass seg_size= to resample)"
+                )
+            # stored in place, converted on the way (ids were checked: they fit the compact dtype)
+            torch.from_numpy(acts[row : row + b]).copy_(a)
+            torch.from_numpy(seg[row : row + b]).copy_(s)
+            maxes[row : row + b] = m.cpu().numpy()
+            mins[row : row + b] = m_lo.cpu().numpy()
+            # running top n_show per unit (ties: lower dataset index first, as in the final top-k)
+            idx = torch.arange(row, row + b, device=m.device)
+            vals = torch.cat([show_vals, m.t()], dim=1)
+            cand = torch.cat([show_idx, idx.expand(m.shape[1], b)], dim=1)
+            order = torch.sort(vals, dim=1, descending=True, stable=True).indices[:, :n_show]
+            show_vals, show_idx = vals.gather(1, order), cand.gather(1, order)
+            kept = set(show_idx.unique().cpu().tolist())
+            new = sorted(i for i in kept if i >= row)
+            if new:
+                pics_new = _thumbnails(pics[torch.tensor(new, device=pics.device) - row], cfg["thumb_size"])
+                thumbs.update(zip(new, pics_new))
+            for i in [i for i in thumbs if i not in kept]:
+                del thumbs[i]
+
     row = 0
     was_training = model.training
     model.eval()
+    # torch's intra-op thread count is per thread: the forward keeps its threads, the bookkeeping
+    # thread has one (switching the count per batch slowed the forward by about 5%)
+    keeper = ThreadPoolExecutor(1, initializer=torch.set_num_threads, initargs=(1,)) if device.type == "cpu" else None
+    pending = None
     try:
         with torch.inference_mode(), steady_heap():  # (no page faults for every batch's activations)
             for batch in _progress(loader, progress, layer):
@@ -124,45 +175,19 @@ def collect(model, layer, loader, segmenter, cfg, n_concepts, seg_size, work: Pa
                 s = _data.segment_batch(segmenter, batch, pics, use_batch)
                 if seg_size is not None:
                     s = _resize_seg(s, seg_size)
-                with few_threads(device):  # the bookkeeping below: small ops, one thread
-                    # extremes of the stored values (rounding is monotonic: round the extremes, not all)
-                    m = a.amax(dim=(2, 3)).to(store_dtype).float()
-                    m_lo = a.amin(dim=(2, 3)).to(store_dtype).float()
-                    if acts is None:
-                        acts = _allocate(work / "acts.npy", (n_items, *a.shape[1:]), np.dtype(cfg["store_dtype"]))
-                        seg = _allocate(work / "seg.npy", (n_items, *s.shape[1:]), seg_np_dtype)
-                        maxes = np.empty((n_items, a.shape[1]), dtype=np.float32)
-                        mins = np.empty((n_items, a.shape[1]), dtype=np.float32)
-                        show_vals = torch.full((a.shape[1], 0), -math.inf, device=m.device)
-                        show_idx = torch.zeros((a.shape[1], 0), dtype=torch.int64, device=m.device)
-                    elif a.shape[1:] != acts.shape[1:]:
-                        raise ValueError(f"layer {layer!r} changed shape between batches: {tuple(a.shape[1:])} vs {acts.shape[1:]}")
-                    elif s.shape[1:] != seg.shape[1:]:
-                        raise ValueError(
-                            f"segmenter {_data.segmenter_name(segmenter)} changed output shape between batches: "
-                            f"{tuple(s.shape[1:])} vs {seg.shape[1:]} (pass seg_size= to resample)"
-                        )
-                    # stored in place, converted on the way (ids were checked: they fit the compact dtype)
-                    torch.from_numpy(acts[row : row + b]).copy_(a)
-                    torch.from_numpy(seg[row : row + b]).copy_(s)
-                    maxes[row : row + b] = m.cpu().numpy()
-                    mins[row : row + b] = m_lo.cpu().numpy()
-                    # running top n_show per unit (ties: lower dataset index first, as in the final top-k)
-                    idx = torch.arange(row, row + b, device=m.device)
-                    vals = torch.cat([show_vals, m.t()], dim=1)
-                    cand = torch.cat([show_idx, idx.expand(m.shape[1], b)], dim=1)
-                    order = torch.sort(vals, dim=1, descending=True, stable=True).indices[:, :n_show]
-                    show_vals, show_idx = vals.gather(1, order), cand.gather(1, order)
-                    keep = set(show_idx.unique().cpu().tolist())
-                    new = sorted(i for i in keep if i >= row)
-                    if new:
-                        pics_new = _thumbnails(pics[torch.tensor(new, device=pics.device) - row], cfg["thumb_size"])
-                        thumbs.update(zip(new, pics_new))
-                    for i in [i for i in thumbs if i not in keep]:
-                        del thumbs[i]
+                if keeper is None:
+                    store_batch(a, s, pics, row)
+                else:
+                    if pending is not None:
+                        pending.result()
+                    pending = keeper.submit(store_batch, a, s, pics, row)
                 row += b
+            if pending is not None:
+                pending.result()
     finally:
         model.train(was_training)
+        if keeper is not None:
+            keeper.shutdown()
     if row != n_items:
         raise ValueError(f"the data yielded {row} items but len(dataset) = {n_items}")
     thumb_index = np.array(sorted(thumbs), dtype=np.int64)

@@ -89,7 +89,11 @@ def finish(stored, cfg, rf, concepts, categories, config, key, model_fp, device,
         # a sample of the upsampled values (random positions of every image) gives the histogram and
         # the two bounds of the exact level search (see BOUND_SIGMAS)
         positions = sample_positions(n, cfg["level_sample"])
-        sample = upsample.sample(block, positions, seed=u0).permute(1, 0, 2).reshape(u1 - u0, -1)
+        if fused:  # the CPU loops of ._kernels, on the unit-major float32 maps
+            m = _kernels.unit_major(block)
+            sample = torch.from_numpy(_kernels.sample(m, upsample, positions, seed=u0))
+        else:
+            sample = upsample.sample(block, positions, seed=u0).permute(1, 0, 2).reshape(u1 - u0, -1)
         fixed = _sample_quantile(sample, level) if cfg["level_sample"] else None
         first, upper = _kths_at(sample, search_quantiles(sample.shape[1], level))
         span = (hi - lo).clamp_min(1e-12)
@@ -108,8 +112,7 @@ def finish(stored, cfg, rf, concepts, categories, config, key, model_fp, device,
                 return iter([(float(lo[j]), True)])
             return _bounds(block[:, j].reshape(-1).float(), level, float(lo[j]))
 
-        if fused:  # the CPU loops of ._kernels
-            m = _kernels.unit_major(block)
+        if fused:
             maxes_t = maxes[:, u0:u1].t().contiguous().numpy()
             if fixed is not None:
                 levels[u0:u1], fallback = [_float32_below(v) for v in fixed], []
@@ -145,7 +148,8 @@ def finish(stored, cfg, rf, concepts, categories, config, key, model_fp, device,
     bounds = np.linspace(0, n_units, n_chunks + 1).round().astype(int)
     spans = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
     if workers > 1 and len(spans) > 1:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        # (a new thread starts with torch's default intra-op threads: one each here, as in few_threads)
+        with ThreadPoolExecutor(max_workers=workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
             # the segmentation prepared for counting: made in one worker while the others start
             labels = pool.submit(PixelLabels, np.asarray(seg), n_concepts, n_units, device)
             for future in [pool.submit(work, a, b, labels) for a, b in spans]:

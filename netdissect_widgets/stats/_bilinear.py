@@ -134,10 +134,8 @@ class Upsampler:
         """Upsampled values at ``k`` random output positions of each map (drawn independently per
         image): ``(N, U, h, w) -> (N, U, k)``, a stratified sample of the upsampled values."""
         n, u, h, w = maps.shape
-        H, W = self.out_size
-        g = torch.Generator().manual_seed(seed)
-        pos = torch.randint(0, H * W, (n, 1, min(k, H * W)), generator=g).to(self.y.i0.device)
-        yy, xx = pos // W, pos % W
+        yy, xx = self.sample_positions(n, k, seed)
+        yy, xx = yy[:, None], xx[:, None]
         y, x = self.y, self.x
         flat = maps.reshape(n, u, h * w)
 
@@ -148,6 +146,14 @@ class Upsampler:
         inner_top = a * x.w0[xx] + b * x.w1[xx]
         inner_bot = c * x.w0[xx] + d * x.w1[xx]
         return inner_top * y.w0[yy] + inner_bot * y.w1[yy]
+
+    def sample_positions(self, n: int, k: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """The output rows and columns ``(n, k)`` that :meth:`sample` reads: ``k`` random positions
+        per image (at most every position), drawn from a generator seeded with ``seed``."""
+        H, W = self.out_size
+        g = torch.Generator().manual_seed(seed)
+        pos = torch.randint(0, H * W, (n, min(k, H * W)), generator=g).to(self.y.i0.device)
+        return pos // W, pos % W
 
     def tables(self, h: int, w: int) -> dict[str, torch.Tensor]:
         """Flat-index tables for maps ``(..., h, w)``: per block type ``gy * Gx + gx``, the offsets of
