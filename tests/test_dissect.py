@@ -71,13 +71,16 @@ def test_level_search_starts_between_quantiles_that_narrow_with_the_sample():
     assert search_quantiles(100, 0.99)[1] == 1.0  # too few sampled values: the upper bound is the maximum
 
 
-def test_several_sample_quantiles_at_once_equal_one_at_a_time():
-    """The level search's bounds come from one topk when they are high quantiles of the sample."""
+@pytest.mark.parametrize("use_numpy", [True, False])
+def test_several_sample_quantiles_at_once_equal_one_at_a_time(use_numpy):
+    """The level search's bounds, several quantiles of the sample at once (numpy's partition on the
+    CPU, one topk on a device), equal each found alone, ties included."""
     from netdissect_widgets.dissect._stats import _kth_at, _kths_at
 
     flat = torch.randn(5, 3000, generator=torch.Generator().manual_seed(0))
-    for qs in ([0.985, 0.993], [0.9, 0.5], [0.0, 0.99], [1.0, 0.999]):
-        assert _kths_at(flat, qs) == [_kth_at(flat, q) for q in qs], qs
+    for values in (flat, (flat * 4).round()):  # (the second with many ties)
+        for qs in ([0.985, 0.993], [0.9, 0.5], [0.0, 0.99], [1.0, 0.999], [0.993, 0.993]):
+            assert _kths_at(values, qs, use_numpy) == [_kth_at(values, q) for q in qs], qs
 
 
 def test_topk_is_ranked_by_spatial_max(planted, data):

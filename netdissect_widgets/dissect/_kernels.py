@@ -23,6 +23,8 @@ numba cannot be imported, :func:`available` is False and the torch path runs.
 from __future__ import annotations
 
 
+from typing import NamedTuple
+
 import numpy as np
 
 try:  # pragma: no cover - the import itself
@@ -30,8 +32,9 @@ try:  # pragma: no cover - the import itself
 except ImportError:  # pragma: no cover - numba is a dependency; the torch path still works
     numba = None
 
-#: the window buffer starts at this fraction of a chunk's values (at least WINDOW_MIN) and grows when needed
-WINDOW_FRACTION = 0.02
+#: the buffers of the values kept (between the bounds; above the upper one) start at this fraction of a
+#: chunk's upsampled values each (at least WINDOW_MIN), and grow when needed
+WINDOW_FRACTION = 0.01
 WINDOW_MIN = 1024
 
 
@@ -46,33 +49,30 @@ def _jit(fn):
 
 @_jit
 def _scan(m, hot, bounds, uppers, H, W, yi0, yi1, yc, yw0, yw1, yew0, yew1,
-          xi0, xi1, xc, xw0, xw1, xew0, xew1, window, starts, n_above, n_high, table, counts):
+          xi0, xi1, xc, xw0, xw1, xew0, xew1, window, window_pix, starts, high_pix, high_starts):
     """One loop over every unit ``u`` of ``m (U, N, h, w)``, the upsampled values above ``bounds[u]``:
-
-    * ``n_above[u]``: how many; ``n_high[u]``: how many are above ``uppers[u]`` too;
-    * the others (in ``(bounds[u], uppers[u]]``) go to ``window`` from ``starts[u]`` on, as long as
-      it has room (``starts[U]``: the end it needs);
-    * with a ``table (N*H*W, L)`` of label keys (``L`` > 0), the keys of their pixels are added to
-      ``counts[u]``.
+    the pixels of those above ``uppers[u]`` go to ``high_pix`` from ``high_starts[u]`` on; the others
+    (in ``(bounds[u], uppers[u]]``) and their pixels to ``window`` and ``window_pix`` from
+    ``starts[u]`` on, as long as there is room (``starts[U]``, ``high_starts[U]``: the ends needed).
 
     ``hot (U, N)``: the maps whose maximum passes the unit's bound (the others are skipped).
     """
     U, N = hot.shape
     Gy, Sy = yc.shape
     Gx, Sx = xc.shape
-    L = table.shape[1]
     eps = np.float32(1e-5)
     top = np.empty(Sx, np.float32)
     bot = np.empty(Sx, np.float32)
     cap = window.shape[0]
+    high_cap = high_pix.shape[0]
     w = 0
+    h = 0
     for u in range(U):
         starts[u] = w
+        high_starts[u] = h
         b = bounds[u]
         upper = uppers[u]
         low = b - eps * abs(b)
-        above = 0
-        high = 0
         for n in range(N):
             if not hot[u, n]:
                 continue
@@ -115,20 +115,43 @@ def _scan(m, hot, bounds, uppers, H, W, yi0, yi1, yc, yw0, yw1, yew0, yew1,
                         for sx in range(nx):
                             v = top[sx] * w0 + bot[sx] * w1
                             if v > b:
-                                above += 1
                                 if v > upper:
-                                    high += 1
+                                    if h < high_cap:
+                                        high_pix[h] = row + xc[gx, sx]
+                                    h += 1
                                 else:
                                     if w < cap:
                                         window[w] = v
+                                        window_pix[w] = row + xc[gx, sx]
                                     w += 1
-                                if L > 0:
-                                    p = row + xc[gx, sx]
-                                    for j in range(L):
-                                        counts[u, table[p, j]] += 1
-        n_above[u] = above
-        n_high[u] = high
     starts[U] = w
+    high_starts[U] = h
+
+
+@_jit
+def _count(table, units, levels, window, window_pix, starts, high_pix, high_starts, counts, sizes):
+    """The region of unit ``units[i]`` (for each ``i`` with ``units[i] >= 0``): its pixels above the
+    upper bound and its window's pixels above ``levels[units[i]]``; their keys ``table[pixel, :]``
+    are added to ``counts[units[i]]`` and their number to ``sizes[units[i]]``."""
+    L = table.shape[1]
+    for i in range(units.shape[0]):
+        u = units[i]
+        if u < 0:
+            continue
+        t = levels[u]
+        size = 0
+        for k in range(high_starts[i], high_starts[i + 1]):
+            p = high_pix[k]
+            for j in range(L):
+                counts[u, table[p, j]] += 1
+            size += 1
+        for k in range(starts[i], starts[i + 1]):
+            if window[k] > t:
+                p = window_pix[k]
+                for j in range(L):
+                    counts[u, table[p, j]] += 1
+                size += 1
+        sizes[u] = size
 
 
 def unit_major(maps) -> np.ndarray:
@@ -149,15 +172,41 @@ def _axis_arrays(axis) -> tuple:
             arr(axis.e_w0.t()), arr(axis.e_w1.t()))
 
 
-def _run(m, hot, bounds, uppers, upsample, window, table, counts):
-    U = m.shape[0]
-    starts = np.zeros(U + 1, dtype=np.int64)
-    n_above = np.zeros(U, dtype=np.int64)
-    n_high = np.zeros(U, dtype=np.int64)
+class Kept(NamedTuple):
+    """What one run of :func:`_scan` kept for the units ``units`` (rows of its maps): per unit the
+    window values and pixels ``[starts[i], starts[i + 1])`` and the pixels above the upper bound
+    ``[high_starts[i], high_starts[i + 1])``."""
+
+    units: np.ndarray
+    window: np.ndarray
+    window_pix: np.ndarray
+    starts: np.ndarray
+    high_pix: np.ndarray
+    high_starts: np.ndarray
+
+    def sizes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per unit: the values above the first bound, and above the upper bound."""
+        high = np.diff(self.high_starts)
+        return np.diff(self.starts) + high, high
+
+
+def _run(m, hot, bounds, uppers, upsample, units) -> Kept:
+    """:func:`_scan` with buffers big enough (run again with room for all when they were not)."""
+    U, N = hot.shape
     H, W = upsample.out_size
-    _scan(m, hot, bounds, uppers, H, W, *_axis_arrays(upsample.y), *_axis_arrays(upsample.x),
-          window, starts, n_above, n_high, table, counts)
-    return starts, n_above, n_high
+    pix = np.int32 if N * H * W < 2**31 else np.int64
+    room = max(WINDOW_MIN, int(WINDOW_FRACTION * U * N * H * W))
+    sizes = (room, room)
+    axes = (*_axis_arrays(upsample.y), *_axis_arrays(upsample.x))
+    while True:
+        kept = Kept(units, np.empty(sizes[0], np.float32), np.empty(sizes[0], pix), np.zeros(U + 1, np.int64),
+                    np.empty(sizes[1], pix), np.zeros(U + 1, np.int64))
+        _scan(m, hot, bounds, uppers, H, W, *axes, kept.window, kept.window_pix, kept.starts, kept.high_pix,
+              kept.high_starts)
+        need = (int(kept.starts[U]), int(kept.high_starts[U]))
+        if need[0] <= sizes[0] and need[1] <= sizes[1]:
+            return kept
+        sizes = need
 
 
 def _hot(maxes_t: np.ndarray, bounds: np.ndarray) -> np.ndarray:
@@ -167,58 +216,59 @@ def _hot(maxes_t: np.ndarray, bounds: np.ndarray) -> np.ndarray:
 
 
 def chunk_levels(m: np.ndarray, maxes_t: np.ndarray, upsample, level: float, first_bounds,
-                 upper_bounds=None) -> tuple[np.ndarray, list[int]]:
+                 upper_bounds=None, fixed_levels=None) -> tuple[np.ndarray, list[int], list[Kept]]:
     """Exact levels of the units of ``m (U, N, h, w)`` (:func:`unit_major`), searched between
     ``first_bounds`` and ``upper_bounds`` (``(U,)`` each, see
     :func:`~._compute.chunk_levels_and_regions`); ``maxes_t (U, N)`` float32 are the maps' maxima.
+    With ``fixed_levels`` these are the levels (no search).
 
-    Returns ``levels (U,)`` float32 and the units whose first bound left too few values above it
-    (their level is then searched by :func:`~._compute.count_fallback`)."""
+    Returns ``levels (U,)`` float32, the units whose first bound left too few values above it
+    (their level is then searched by :func:`~._compute.count_fallback`), and what the loops kept
+    for :func:`chunk_counts`."""
     from ._compute import _float32_below, _order_stats_needed, _two_largest_at
 
     U, N = maxes_t.shape
     H, W = upsample.out_size
+    units = np.arange(U)
+    if fixed_levels is not None:  # the region: everything above the level
+        levels = np.array([_float32_below(float(v)) for v in fixed_levels], np.float32)
+        kept = _run(m, _hot(maxes_t, levels), levels, np.full(U, -np.inf, np.float32), upsample, units)
+        return levels, [], [kept]
     r0, frac = _order_stats_needed(N * H * W, level)
     bounds = np.asarray(first_bounds, dtype=np.float32)
     uppers = np.full(U, np.inf, np.float32) if upper_bounds is None else np.asarray(upper_bounds, np.float32)
     hot = _hot(maxes_t, bounds)
-    no_table, no_counts = np.zeros((1, 0), np.int32), np.zeros((U, 0), np.int64)
-    window = np.empty(max(WINDOW_MIN, int(WINDOW_FRACTION * U * N * H * W)), np.float32)
-    starts, n_above, n_high = _run(m, hot, bounds, uppers, upsample, window, no_table, no_counts)
-    if starts[U] > len(window):  # more values in the windows than room: again, with room for all
-        window = np.empty(int(starts[U]), np.float32)
-        starts, n_above, n_high = _run(m, hot, bounds, uppers, upsample, window, no_table, no_counts)
+    kept = _run(m, hot, bounds, uppers, upsample, units)
+    n_above, n_high = kept.sizes()
     levels = np.zeros(U, dtype=np.float32)
     fallback = [u for u in range(U) if n_above[u] < r0 + 1]
     # the order statistics r0 and r0 - 1 lie in the window unless r0 or more values exceed the upper
-    # bound: then they are searched among all the values above the first bound (the unit again)
+    # bound: then they are searched among all the values above the first bound (those units again)
     again = [u for u in range(U) if n_above[u] >= r0 + 1 and n_high[u] >= r0 and uppers[u] < np.inf]
-    found = {u: (window[starts[u]:starts[u + 1]], r0 - int(n_high[u]))
-             for u in range(U) if n_above[u] >= r0 + 1 and u not in again}
+    found = [(kept, u, u, r0 - int(n_high[u])) for u in range(U) if n_above[u] >= r0 + 1 and u not in again]
+    runs = [kept._replace(units=np.where(np.isin(units, fallback + again), -1, units))]
     if again:
         sub = np.asarray(again)
-        all_above = np.empty(int(n_above[sub].sum()), np.float32)
-        s2, _, _ = _run(np.ascontiguousarray(m[sub]), hot[sub], bounds[sub], np.full(len(sub), np.inf, np.float32),
-                        upsample, all_above, no_table, no_counts[sub])
-        found.update({u: (all_above[s2[i]:s2[i + 1]], r0) for i, u in enumerate(again)})
-    for u, (values, r) in found.items():
-        v0, v1 = _two_largest_at(values, r)
+        more = _run(np.ascontiguousarray(m[sub]), hot[sub], bounds[sub], np.full(len(sub), np.inf, np.float32),
+                    upsample, sub)
+        found += [(more, i, u, r0) for i, u in enumerate(again)]
+        runs.append(more)
+    for k, i, u, r in found:
+        v0, v1 = _two_largest_at(k.window[k.starts[i]:k.starts[i + 1]], r)
         levels[u] = _float32_below(v0 + frac * (v1 - v0) if frac > 0 else v0)
-    return levels, fallback
+    return levels, fallback, runs
 
 
-def chunk_counts(m: np.ndarray, maxes_t: np.ndarray, upsample, levels: np.ndarray, skip, table: np.ndarray,
-                 n_keys: int) -> tuple[np.ndarray, np.ndarray]:
-    """The regions of the units of ``m (U, N, h, w)`` (values above ``levels``), counted: keys
-    ``(U, n_keys)`` of ``table (N*H*W, L)`` (label keys per pixel) and region sizes ``(U,)``. The
-    units ``skip`` are left at zero."""
-    U = m.shape[0]
-    bounds = np.asarray(levels, dtype=np.float32)
-    hot = _hot(maxes_t, bounds)
-    hot[list(skip)] = False
+def chunk_counts(runs: list[Kept], levels: np.ndarray, table: np.ndarray, n_keys: int) -> tuple[np.ndarray, np.ndarray]:
+    """The regions that :func:`chunk_levels` kept (values above ``levels``), counted: keys
+    ``(U, n_keys)`` of ``table (N*H*W, L)`` (label keys per pixel) and region sizes ``(U,)``
+    (zero for the fallback units)."""
+    U = len(levels)
     counts = np.zeros((U, n_keys), dtype=np.int64)
-    _, sizes, _ = _run(m, hot, bounds, np.full(U, -np.inf, np.float32), upsample, np.empty(0, np.float32),
-                       table, counts)
+    sizes = np.zeros(U, dtype=np.int64)
+    levels = np.asarray(levels, np.float32)
+    for k in runs:
+        _count(table, k.units, levels, k.window, k.window_pix, k.starts, k.high_pix, k.high_starts, counts, sizes)
     return counts, sizes
 
 

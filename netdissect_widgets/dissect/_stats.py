@@ -19,8 +19,7 @@ import torch
 from ..stats import TopK
 from ..stats._bilinear import Upsampler
 from . import _kernels
-from ._compute import (PixelLabels, _float32_below, chunk_levels_and_regions, count_fallback,
-                       count_regions)
+from ._compute import PixelLabels, chunk_levels_and_regions, count_fallback, count_regions
 from .result import Dissection
 
 HIST_BINS = 64
@@ -59,9 +58,10 @@ def finish(stored, cfg, rf, concepts, categories, config, key, model_fp, device,
         units = torch.nonzero(bad).flatten().tolist()
         raise ValueError(f"the layer's activations contain NaN (units {units[:20]}, 0-based); dissect needs "
                          f"finite activations: check the model and its inputs")
-    top = TopK(k)  # ties: the smaller dataset index first
-    top.add(maxes)  # rows = images in dataset order
-    topk_values, topk_indices = top.result()
+    def top_images() -> tuple[torch.Tensor, torch.Tensor]:
+        top = TopK(k)  # ties: the smaller dataset index first
+        top.add(maxes)  # rows = images in dataset order
+        return top.result()
 
     rf_pairs = None if rf is None else (tuple(rf[0]), tuple(rf[1]))
     upsample = Upsampler(stored["feature_size"], stored["seg_size"], rf_pairs, device=device)
@@ -71,10 +71,8 @@ def finish(stored, cfg, rf, concepts, categories, config, key, model_fp, device,
     hist_counts = np.zeros((n_units, HIST_BINS), dtype=np.int64)
     hist_edges = np.zeros((n_units, HIST_BINS + 1), dtype=np.float32)
     h, w = stored["feature_size"]
-    top_maps = np.zeros((n_units, n_show, h, w), dtype=np.float16)
     chunk = max(1, min(n_units, (128 << 20) // max(1, n * h * w * 4)))
     level = cfg["level"]
-    show_idx = topk_indices[:, :n_show].to(device)
     lo_all = torch.from_numpy(np.array(stored["mins"], dtype=np.float32)).amin(0)
     hi_all = maxes.amax(0)
     steps = torch.linspace(0, 1, HIST_BINS + 1)
@@ -104,8 +102,6 @@ def finish(stored, cfg, rf, concepts, categories, config, key, model_fp, device,
         del bins, sample
         first_bounds = first if first is not None else lo.tolist()
         upper_bounds = upper if first is not None else None
-        top_maps[u0:u1] = torch.stack(
-            [block[show_idx[u], u - u0] for u in range(u0, u1)]).cpu().numpy().astype(np.float16)
 
         def later_bounds(j: int):
             if first is None:
@@ -114,16 +110,12 @@ def finish(stored, cfg, rf, concepts, categories, config, key, model_fp, device,
 
         if fused:
             maxes_t = maxes[:, u0:u1].t().contiguous().numpy()
-            if fixed is not None:
-                levels[u0:u1], fallback = [_float32_below(v) for v in fixed], []
-            else:
-                levels[u0:u1], fallback = _kernels.chunk_levels(m, maxes_t, upsample, level, first_bounds,
-                                                                upper_bounds)
+            levels[u0:u1], fallback, runs = _kernels.chunk_levels(m, maxes_t, upsample, level, first_bounds,
+                                                                  upper_bounds, fixed)
 
             def count() -> None:
                 pl = labels.result()
-                keys, sizes = _kernels.chunk_counts(m, maxes_t, upsample, levels[u0:u1], fallback,
-                                                    pl.key_table(), pl.n_keys)
+                keys, sizes = _kernels.chunk_counts(runs, levels[u0:u1], pl.key_table(), pl.n_keys)
                 counts = pl.to_concepts(keys)
                 count_fallback(fallback, levels[u0:u1], block, pl, upsample, level, later_bounds, counts, sizes)
                 inter[u0:u1], unit_pixels[u0:u1] = counts, sizes
@@ -152,15 +144,21 @@ def finish(stored, cfg, rf, concepts, categories, config, key, model_fp, device,
         with ThreadPoolExecutor(max_workers=workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
             # the segmentation prepared for counting: made in one worker while the others start
             labels = pool.submit(PixelLabels, np.asarray(seg), n_concepts, n_units, device)
+            top = pool.submit(top_images)
             for future in [pool.submit(work, a, b, labels) for a, b in spans]:
                 future.result()
             for future in [pool.submit(count) for count in pending]:
                 future.result()
+            topk_values, topk_indices = top.result()
     else:
         labels = Future()
         labels.set_result(PixelLabels(np.asarray(seg), n_concepts, n_units, device))
+        topk_values, topk_indices = top_images()
         for a, b in spans:
             work(a, b, labels)
+    # each unit's maps on its top n_show images (as stored)
+    show_idx = topk_indices[:, :n_show].numpy()
+    top_maps = np.asarray(acts[show_idx, np.arange(n_units)[:, None]], dtype=np.float16)
     # how close each region is to the top (1 - level) of its unit's pixels (units whose level is
     # above their minimum; at the minimum, ties make the region smaller by definition)
     total = n * int(stored["seg_size"][0]) * int(stored["seg_size"][1])
@@ -175,7 +173,7 @@ def finish(stored, cfg, rf, concepts, categories, config, key, model_fp, device,
     iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0).astype(np.float32)
     iou[:, 0] = 0
     # thumbnails of the images shown (the pass kept every image in some unit's running top n_show)
-    need = np.unique(show_idx.cpu().numpy())
+    need = np.unique(show_idx)
     pos = np.searchsorted(stored["thumb_index"], need)
     if np.any(pos >= len(stored["thumb_index"])) or np.any(stored["thumb_index"][np.minimum(pos, len(stored["thumb_index"]) - 1)] != need):
         raise RuntimeError("internal error: a top image has no thumbnail; please report this")
@@ -217,11 +215,20 @@ def _kth_at(flat: torch.Tensor, q: float) -> list[float] | None:
     return torch.kthvalue(flat, kth, dim=-1).values.tolist()
 
 
-def _kths_at(flat: torch.Tensor, qs: list[float]) -> list[list[float] | None]:
-    """:func:`_kth_at` for several quantiles, from one ``topk`` when they are all high."""
+def _kths_at(flat: torch.Tensor, qs: list[float], use_numpy: bool | None = None) -> list[list[float] | None]:
+    """:func:`_kth_at` for several quantiles: on the CPU from numpy's partition, else from one ``topk``
+    when they are all high."""
     m = flat.shape[-1]
     kths = [min(m, int(math.floor(q * (m - 1))) + 1) if q > 0 else None for q in qs]
     lowest = min((k for k in kths if k is not None), default=None)
+    if lowest is not None and (use_numpy if use_numpy is not None else flat.device.type == "cpu"):
+        # numpy's partition at one kth at a time, upwards, each among the values above the last
+        rest, offset, out = flat.numpy(), 0, {}
+        for k in sorted({k for k in kths if k is not None}):
+            rest = np.partition(rest, k - 1 - offset, axis=-1)
+            out[k] = rest[:, k - 1 - offset].tolist()
+            rest, offset = rest[:, k - 1 - offset:], k - 1
+        return [None if k is None else out[k] for k in kths]
     if lowest is None or m - lowest + 1 > m // 8:
         return [_kth_at(flat, q) for q in qs]
     top = torch.topk(flat, m - lowest + 1, dim=-1).values  # descending: ascending kth is at m - kth
