@@ -15,6 +15,7 @@ from torch import nn
 
 import netdissect_widgets
 from netdissect_widgets.dissect import Dissection, UnitLabel, dissect
+from tests.conftest import require
 from tests.test_dissect_faithfulness import CONCEPTS, DataSegmenter, KnownSegData, Planted
 
 
@@ -101,6 +102,37 @@ def test_topk_is_ranked_by_spatial_max(planted, data):
     expect = ((data.images[idx].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
     np.testing.assert_array_equal(planted.thumbs[pos], expect)
     np.testing.assert_allclose(planted.top_maps[0, 0], (data.seg[idx, 0] == 1).float().numpy())
+
+
+def test_running_top_images_and_thumbnails_equal_with_and_without_numba(data, monkeypatch):
+    """The pass keeps the thumbnails of every unit's running top images: numba's loop and the
+    tensor path keep the same images and the same pixels, ties included (constant unit 1)."""
+    from netdissect_widgets.dissect import _kernels
+
+    require(_kernels.available(), "numba is not installed")
+    kept = []
+    for fused in (True, False):
+        monkeypatch.setattr(_kernels, "available", lambda fused=fused: fused)
+        d = dissect(Planted(), "units", data, DataSegmenter(), progress=False, k=8, n_show=4, batch_size=7)
+        kept.append((d.thumb_index, d.thumbs))
+    np.testing.assert_array_equal(kept[0][0], kept[1][0])
+    np.testing.assert_array_equal(kept[0][1], kept[1][1])
+    assert len(kept[0][0]) > 4
+
+
+def test_running_top_keeps_each_units_best_and_says_which_images_left():
+    from netdissect_widgets.dissect._kernels import RunningTop, available
+
+    require(available(), "numba is not installed")
+    top = RunningTop(n_units=2, n=2, n_items=8)
+    assert top.add(np.array([[1.0, 5.0], [2.0, 5.0], [0.5, 1.0]]), row=0) == ([0, 1], [])
+    # image 3 ties unit 1's best (5.0, 5.0): the earlier images stay; image 4 takes unit 0's top
+    new, gone = top.add(np.array([[0.1, 5.0], [9.0, 0.0], [1.5, 0.0]]), row=3)
+    assert new == [4] and gone == []  # image 0 left unit 0's top, but unit 1 still holds it
+    assert top.idx.tolist() == [[4, 1], [0, 1]] and top.held.tolist() == [1, 2, 0, 0, 1, 0, 0, 0]
+    new, gone = top.add(np.array([[0.0, 6.0], [0.0, 7.0]]), row=6)
+    assert new == [6, 7] and gone == [0]  # image 1 left unit 1's top, but unit 0 still holds it
+    assert top.idx.tolist() == [[4, 1], [7, 6]]
 
 
 def test_summary_says_zero_based_and_what_level_means(planted):

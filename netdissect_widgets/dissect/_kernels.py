@@ -1,4 +1,4 @@
-"""The exact levels and region counts on the CPU as two fused loops (numba).
+"""The CPU loops of a dissection, compiled by numba.
 
 The torch path of :mod:`._compute` builds every intermediate as a tensor (candidate
 blocks, their values, the values above a bound, their pixels, their label codes),
@@ -7,18 +7,21 @@ blocks, computes the same float32 values (the same products and sums, in the sam
 order, as :meth:`Upsampler.block_values <netdissect_widgets.stats._bilinear.Upsampler.block_values>`:
 bit-identical) and keeps only what it needs:
 
-* :func:`chunk_levels`: per unit, how many values exceed the first bound, how many
-  exceed the upper bound, and the values in between (the window); the level is
-  then found among the window (numpy's partition); units whose first bound left
-  too few values go to the fallback search of :mod:`._compute`.
-* :func:`chunk_counts`: per unit, the label keys of the pixels above its level.
+* :func:`chunk_levels`: per unit, the pixels of the values above the upper bound,
+  and the values between the two bounds (the window) with their pixels; the level
+  is found among the window (numpy's partition); units whose first bound left too
+  few values go to the fallback search of :mod:`._compute`.
+* :func:`chunk_counts`: per unit, the label keys of those pixels above its level.
 
 A unit's blocks are pruned exactly as in :mod:`._compute`: maps whose maximum is
 below the bound, blocks with no corner cell above it, and blocks whose corner
 pixels (where a bilinear patch is largest) are below it, with a margin for rounding.
+Also here: the sample of upsampled values (:func:`sample`), the label combination
+codes (:func:`combination_codes`), and for the pass the running top images
+(:class:`RunningTop`) and the thumbnails' conversion (:func:`to_uint8_hwc`).
 
-numba compiles the loops on first use (a few seconds, then cached on disk). When
-numba cannot be imported, :func:`available` is False and the torch path runs.
+numba compiles the loops on first use (then cached on disk). When numba cannot be
+imported, :func:`available` is False and the tensor path runs.
 """
 from __future__ import annotations
 
@@ -365,3 +368,70 @@ def combination_codes(seg: np.ndarray, n_concepts: int, max_table: int, max_code
     digits = (kept[:, None] // radix[None, :]) % counts[None, :]
     combos = np.stack([values[j][digits[:, j]] for j in range(seg.shape[1])], axis=1)
     return codes, combos, size[kept]
+
+
+@_jit
+def _running_top(m, row, vals, idx, held, gone):
+    """Add the maxima ``m (b, U)`` of images ``row .. row + b - 1`` to each unit's running top
+    ``vals, idx (U, n)`` (descending; ties: the earlier image first). ``held[i]``: in how many
+    units' tops image ``i`` is; images that leave a top are written to ``gone``. Returns how many."""
+    b, U = m.shape
+    n = vals.shape[1]
+    k = 0
+    for i in range(b):
+        for u in range(U):
+            v = m[i, u]
+            if not v > vals[u, n - 1]:
+                continue
+            out = idx[u, n - 1]
+            if out >= 0:
+                held[out] -= 1
+                gone[k] = out
+                k += 1
+            j = n - 1
+            while j > 0 and vals[u, j - 1] < v:  # (after the equal ones: they came first)
+                vals[u, j] = vals[u, j - 1]
+                idx[u, j] = idx[u, j - 1]
+                j -= 1
+            vals[u, j] = v
+            idx[u, j] = row + i
+            held[row + i] += 1
+    return k
+
+
+class RunningTop:
+    """Each unit's top ``n`` images by their maxima, over batches, and which images any unit holds
+    (the pass keeps thumbnails of those): ``add(m, row)`` returns ``(new, gone)`` image indices."""
+
+    def __init__(self, n_units: int, n: int, n_items: int) -> None:
+        self.vals = np.full((n_units, n), -np.inf, np.float32)
+        self.idx = np.full((n_units, n), -1, np.int64)
+        self.held = np.zeros(n_items, np.int32)
+
+    def add(self, m: np.ndarray, row: int) -> tuple[list[int], list[int]]:
+        gone = np.empty(m.size, np.int64)
+        k = _running_top(np.ascontiguousarray(m, dtype=np.float32), row, self.vals, self.idx, self.held, gone)
+        new = (row + np.flatnonzero(self.held[row:row + len(m)])).tolist()
+        gone = [int(i) for i in np.unique(gone[:k]) if self.held[i] == 0 and i < row]
+        return new, gone
+
+
+@_jit
+def _to_uint8_hwc(x, out):
+    """``x (N, C, H, W)`` in [-1, 1] -> ``out (N, H, W, C)`` uint8, ``round((clip(x) + 1) * 127.5)``."""
+    N, C, H, W = x.shape
+    half = np.float32(127.5)
+    one = np.float32(1.0)
+    for n in range(N):
+        for c in range(C):
+            for y in range(H):
+                for xx in range(W):
+                    v = min(max(x[n, c, y, xx], -one), one)
+                    out[n, y, xx, c] = np.uint8(np.rint((v + one) * half))
+
+
+def to_uint8_hwc(x: np.ndarray) -> np.ndarray:
+    """Images ``(N, C, H, W)`` float32 in [-1, 1] as uint8 ``(N, H, W, C)`` (as the thumbnails are)."""
+    out = np.empty((x.shape[0], x.shape[2], x.shape[3], x.shape[1]), np.uint8)
+    _to_uint8_hwc(np.ascontiguousarray(x, dtype=np.float32), out)
+    return out

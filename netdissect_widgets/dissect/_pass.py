@@ -10,8 +10,8 @@ For every batch, :func:`collect` runs the model once with a hook on the layer
 * each unit's spatial max and min per image,
 * uint8 thumbnails of the images currently in some unit's running top ``n_show``.
 
-On the CPU the storing runs in a thread of its own with one intra-op thread,
-while the model runs the next batch with its threads.
+On the CPU the storing runs in a thread of its own with one intra-op thread
+(the forward keeps its threads).
 Nothing is upsampled here; :mod:`._stats` computes everything else from these.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from .._device import module_device
 from .._heap import steady_heap
 from ..hooks import Trace
-from . import _data
+from . import _data, _kernels
 
 #: stored activations larger than this go to a memory-mapped file instead of RAM
 MEMORY_LIMIT = 1 << 30
@@ -84,6 +84,8 @@ def _thumbnails(images: torch.Tensor, thumb_size: int) -> np.ndarray:
     if scale < 1.0:
         size = (max(1, round(H * scale)), max(1, round(W * scale)))
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+    if x.device.type == "cpu" and _kernels.available():
+        return _kernels.to_uint8_hwc(x.numpy())  # (one pass)
     x = x.clamp(-1, 1).add_(1).mul_(127.5).round_().to(torch.uint8)  # (one new tensor, then in place)
     return x.permute(0, 2, 3, 1).cpu().numpy()
 
@@ -106,13 +108,13 @@ def collect(model, layer, loader, segmenter, cfg, n_concepts, seg_size, work: Pa
     seg_np_dtype = _compact_dtype(n_concepts)[1]
     n_show = cfg["n_show"]
     acts = seg = maxes = mins = None
-    show_vals = show_idx = None
+    show_vals = show_idx = running = None  # the running top images (running: numba's loop)
     thumbs: dict[int, np.ndarray] = {}
 
     def store_batch(a: torch.Tensor, s: torch.Tensor, pics: torch.Tensor, row: int) -> None:
         """Store one batch: small ops, for which intra-op threads cost more than they give (on the
         CPU they run in a thread of their own with one intra-op thread, see below)."""
-        nonlocal acts, seg, maxes, mins, show_vals, show_idx
+        nonlocal acts, seg, maxes, mins, show_vals, show_idx, running
         b = a.shape[0]
         with torch.inference_mode():
             # extremes of the stored values (rounding is monotonic: round the extremes, not all)
@@ -123,6 +125,8 @@ def collect(model, layer, loader, segmenter, cfg, n_concepts, seg_size, work: Pa
                 seg = _allocate(work / "seg.npy", (n_items, *s.shape[1:]), seg_np_dtype)
                 maxes = np.empty((n_items, a.shape[1]), dtype=np.float32)
                 mins = np.empty((n_items, a.shape[1]), dtype=np.float32)
+                if _kernels.available():
+                    running = _kernels.RunningTop(a.shape[1], n_show, n_items)
                 show_vals = torch.full((a.shape[1], 0), -math.inf, device=m.device)
                 show_idx = torch.zeros((a.shape[1], 0), dtype=torch.int64, device=m.device)
             elif a.shape[1:] != acts.shape[1:]:
@@ -138,6 +142,14 @@ def collect(model, layer, loader, segmenter, cfg, n_concepts, seg_size, work: Pa
             maxes[row : row + b] = m.cpu().numpy()
             mins[row : row + b] = m_lo.cpu().numpy()
             # running top n_show per unit (ties: lower dataset index first, as in the final top-k)
+            if running is not None:
+                new, gone = running.add(m.cpu().numpy(), row)
+                if new:
+                    thumbs.update(zip(new, _thumbnails(pics[torch.tensor(new, device=pics.device) - row],
+                                                       cfg["thumb_size"])))
+                for i in gone:
+                    del thumbs[i]
+                return
             idx = torch.arange(row, row + b, device=m.device)
             vals = torch.cat([show_vals, m.t()], dim=1)
             cand = torch.cat([show_idx, idx.expand(m.shape[1], b)], dim=1)
@@ -155,9 +167,9 @@ def collect(model, layer, loader, segmenter, cfg, n_concepts, seg_size, work: Pa
     was_training = model.training
     model.eval()
     # torch's intra-op thread count is per thread: the forward keeps its threads, the bookkeeping
-    # thread has one (switching the count per batch slowed the forward by about 5%)
+    # thread has one (switching the count per batch slowed the forward by about 5%; running the
+    # bookkeeping beside the next batch's forward was slower still: it delays the forward's threads)
     keeper = ThreadPoolExecutor(1, initializer=torch.set_num_threads, initargs=(1,)) if device.type == "cpu" else None
-    pending = None
     try:
         with torch.inference_mode(), steady_heap():  # (no page faults for every batch's activations)
             for batch in _progress(loader, progress, layer):
@@ -178,12 +190,8 @@ def collect(model, layer, loader, segmenter, cfg, n_concepts, seg_size, work: Pa
                 if keeper is None:
                     store_batch(a, s, pics, row)
                 else:
-                    if pending is not None:
-                        pending.result()
-                    pending = keeper.submit(store_batch, a, s, pics, row)
+                    keeper.submit(store_batch, a, s, pics, row).result()
                 row += b
-            if pending is not None:
-                pending.result()
     finally:
         model.train(was_training)
         if keeper is not None:
