@@ -120,6 +120,35 @@ def test_running_top_images_and_thumbnails_equal_with_and_without_numba(data, mo
     assert len(kept[0][0]) > 4
 
 
+def test_without_numba_the_tensor_paths_give_the_same_dissection(tmp_path):
+    """numba is a dependency, but when it cannot be imported everything runs on the tensor paths:
+    the same levels, IoU, top images and thumbnails (checked in a process where import fails)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; sys.modules['numba'] = None\n"
+        "import numpy as np\n"
+        "from netdissect_widgets.dissect import _kernels, dissect\n"
+        "from tests.test_dissect_faithfulness import DataSegmenter, RandomConv, RandomSegData\n"
+        "assert not _kernels.available()\n"
+        "d = dissect(RandomConv(), 'features', RandomSegData(), DataSegmenter(), progress=False, k=3)\n"
+        f"np.savez({str(tmp_path / 'off.npz')!r}, levels=d.levels.numpy(), iou=d.iou.numpy(), "
+        "thumbs=d.thumbs, thumb_index=d.thumb_index)\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=root, env=env, timeout=300)
+    from tests.test_dissect_faithfulness import RandomConv, RandomSegData
+
+    d = dissect(RandomConv(), "features", RandomSegData(), DataSegmenter(), progress=False, k=3)
+    off = np.load(tmp_path / "off.npz")
+    np.testing.assert_array_equal(off["levels"], d.levels.numpy())
+    np.testing.assert_array_equal(off["iou"], d.iou.numpy())
+    np.testing.assert_array_equal(off["thumb_index"], d.thumb_index)
+    np.testing.assert_array_equal(off["thumbs"], d.thumbs)
+
+
 def test_running_top_keeps_each_units_best_and_says_which_images_left():
     from netdissect_widgets.dissect._kernels import RunningTop, available
 
