@@ -417,21 +417,24 @@ class RunningTop:
 
 
 @_jit
-def _to_uint8_hwc(x, out):
-    """``x (N, C, H, W)`` in [-1, 1] -> ``out (N, H, W, C)`` uint8, ``round((clip(x) + 1) * 127.5)``."""
-    N, C, H, W = x.shape
+def _to_uint8_hwc(x, rows, out):
+    """``x[rows] (N, C, H, W)`` in [-1, 1] -> ``out (N, H, W, C)`` uint8, ``round((clip(x) + 1) * 127.5)``."""
+    C, H, W = x.shape[1:]
     half = np.float32(127.5)
     one = np.float32(1.0)
-    for n in range(N):
+    for i in range(rows.shape[0]):
+        n = rows[i]
         for c in range(C):
             for y in range(H):
                 for xx in range(W):
                     v = min(max(x[n, c, y, xx], -one), one)
-                    out[n, y, xx, c] = np.uint8(np.rint((v + one) * half))
+                    out[i, y, xx, c] = np.uint8(np.rint((v + one) * half))
 
 
-def to_uint8_hwc(x: np.ndarray) -> np.ndarray:
-    """Images ``(N, C, H, W)`` float32 in [-1, 1] as uint8 ``(N, H, W, C)`` (as the thumbnails are)."""
-    out = np.empty((x.shape[0], x.shape[2], x.shape[3], x.shape[1]), np.uint8)
-    _to_uint8_hwc(np.ascontiguousarray(x, dtype=np.float32), out)
+def to_uint8_hwc(x: np.ndarray, rows=None) -> np.ndarray:
+    """Images ``x[rows]`` (``x (N, C, H, W)`` float32 in [-1, 1]; default: all) as uint8
+    ``(len(rows), H, W, C)`` (as the thumbnails are)."""
+    rows = np.arange(len(x)) if rows is None else np.asarray(rows, dtype=np.int64)
+    out = np.empty((len(rows), x.shape[2], x.shape[3], x.shape[1]), np.uint8)
+    _to_uint8_hwc(np.ascontiguousarray(x, dtype=np.float32), rows, out)
     return out

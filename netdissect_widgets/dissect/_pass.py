@@ -77,10 +77,15 @@ def _resize_seg(seg: torch.Tensor, size: list[int]) -> torch.Tensor:
     return seg[:, :, ys][:, :, :, xs]
 
 
-def _thumbnails(images: torch.Tensor, thumb_size: int) -> np.ndarray:
+def _thumbnails(images: torch.Tensor, thumb_size: int, rows: list[int] | None = None) -> np.ndarray:
+    """uint8 ``(n, h, w, 3)`` thumbnails of ``images[rows]`` (default: all), longest side at most ``thumb_size``."""
     H, W = images.shape[2:]
     scale = min(1.0, thumb_size / max(H, W))
     x = images.float()
+    if scale == 1.0 and x.device.type == "cpu" and _kernels.available():
+        return _kernels.to_uint8_hwc(x.numpy(), rows)  # (one pass, no copy of the rows first)
+    if rows is not None:
+        x = x[torch.tensor(rows, device=x.device)]
     if scale < 1.0:
         size = (max(1, round(H * scale)), max(1, round(W * scale)))
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
@@ -145,8 +150,7 @@ def collect(model, layer, loader, segmenter, cfg, n_concepts, seg_size, work: Pa
             if running is not None:
                 new, gone = running.add(m.cpu().numpy(), row)
                 if new:
-                    thumbs.update(zip(new, _thumbnails(pics[torch.tensor(new, device=pics.device) - row],
-                                                       cfg["thumb_size"])))
+                    thumbs.update(zip(new, _thumbnails(pics, cfg["thumb_size"], [i - row for i in new])))
                 for i in gone:
                     del thumbs[i]
                 return
