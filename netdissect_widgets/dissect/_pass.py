@@ -132,8 +132,9 @@ def collect(model, layer, loader, segmenter, cfg, n_concepts, seg_size, work: Pa
                 mins = np.empty((n_items, a.shape[1]), dtype=np.float32)
                 if _kernels.available():
                     running = _kernels.RunningTop(a.shape[1], n_show, n_items)
-                show_vals = torch.full((a.shape[1], 0), -math.inf, device=m.device)
-                show_idx = torch.zeros((a.shape[1], 0), dtype=torch.int64, device=m.device)
+                else:
+                    show_vals = torch.full((a.shape[1], 0), -math.inf, device=m.device)
+                    show_idx = torch.zeros((a.shape[1], 0), dtype=torch.int64, device=m.device)
             elif a.shape[1:] != acts.shape[1:]:
                 raise ValueError(f"layer {layer!r} changed shape between batches: {tuple(a.shape[1:])} vs {acts.shape[1:]}")
             elif s.shape[1:] != seg.shape[1:]:
