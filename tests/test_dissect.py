@@ -149,6 +149,18 @@ def test_without_numba_the_tensor_paths_give_the_same_dissection(tmp_path):
     np.testing.assert_array_equal(off["thumbs"], d.thumbs)
 
 
+def test_map_extremes_from_the_loop_equal_amax_and_amin_nan_included():
+    from netdissect_widgets.dissect._kernels import available, max_min
+
+    require(available(), "numba is not installed")
+    a = torch.randn(3, 4, 5, 6, generator=torch.Generator().manual_seed(3))
+    a[1, 2, 4, 5] = float("nan")  # (the last cell: a NaN must not be lost after the others)
+    a[2, 0, 0, 0] = float("nan")  # (the first cell)
+    hi, lo = max_min(a.numpy())
+    np.testing.assert_array_equal(hi, a.amax((2, 3)).numpy())
+    np.testing.assert_array_equal(lo, a.amin((2, 3)).numpy())
+
+
 def test_running_top_keeps_each_units_best_and_says_which_images_left():
     from netdissect_widgets.dissect._kernels import RunningTop, available
 

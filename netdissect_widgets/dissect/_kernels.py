@@ -17,8 +17,9 @@ A unit's blocks are pruned exactly as in :mod:`._compute`: maps whose maximum is
 below the bound, blocks with no corner cell above it, and blocks whose corner
 pixels (where a bilinear patch is largest) are below it, with a margin for rounding.
 Also here: the sample of upsampled values (:func:`sample`), the label combination
-codes (:func:`combination_codes`), and for the pass the running top images
-(:class:`RunningTop`) and the thumbnails' conversion (:func:`to_uint8_hwc`).
+codes (:func:`combination_codes`), and for the pass the maps' extremes
+(:func:`max_min`), the running top images (:class:`RunningTop`) and the
+thumbnails' conversion (:func:`to_uint8_hwc`).
 
 numba compiles the loops on first use (then cached on disk). When numba cannot be
 imported, :func:`available` is False and the tensor path runs.
@@ -438,3 +439,30 @@ def to_uint8_hwc(x: np.ndarray, rows=None) -> np.ndarray:
     out = np.empty((len(rows), x.shape[2], x.shape[3], x.shape[1]), np.uint8)
     _to_uint8_hwc(np.ascontiguousarray(x, dtype=np.float32), rows, out)
     return out
+
+
+@_jit
+def _max_min(a, hi, lo):
+    """Per map ``a[n, u] (h, w)``: its largest and smallest value (NaN when it holds one)."""
+    N, U, H, W = a.shape
+    for n in range(N):
+        for u in range(U):
+            top = a[n, u, 0, 0]
+            bottom = top
+            for y in range(H):
+                for x in range(W):
+                    v = a[n, u, y, x]
+                    if v > top or v != v:  # (a NaN stays: nothing compares above it)
+                        top = v
+                    if v < bottom or v != v:
+                        bottom = v
+            hi[n, u] = top
+            lo[n, u] = bottom
+
+
+def max_min(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(N, U, h, w)`` float32 maps -> their maxima and minima ``(N, U)`` (as ``amax``/``amin``)."""
+    hi = np.empty(a.shape[:2], np.float32)
+    lo = np.empty(a.shape[:2], np.float32)
+    _max_min(np.ascontiguousarray(a, dtype=np.float32), hi, lo)
+    return hi, lo

@@ -10,15 +10,13 @@ For every batch, :func:`collect` runs the model once with a hook on the layer
 * each unit's spatial max and min per image,
 * uint8 thumbnails of the images currently in some unit's running top ``n_show``.
 
-On the CPU the storing runs in a thread of its own with one intra-op thread
-(the forward keeps its threads).
+On the CPU the storing runs as numba's loops (:mod:`._kernels`) and two tensor copies.
 Nothing is upsampled here; :mod:`._stats` computes everything else from these.
 """
 from __future__ import annotations
 
 import contextlib
 import math
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -117,14 +115,16 @@ def collect(model, layer, loader, segmenter, cfg, n_concepts, seg_size, work: Pa
     thumbs: dict[int, np.ndarray] = {}
 
     def store_batch(a: torch.Tensor, s: torch.Tensor, pics: torch.Tensor, row: int) -> None:
-        """Store one batch: small ops, for which intra-op threads cost more than they give (on the
-        CPU they run in a thread of their own with one intra-op thread, see below)."""
+        """Store one batch (see below for the threads it runs with)."""
         nonlocal acts, seg, maxes, mins, show_vals, show_idx, running
         b = a.shape[0]
         with torch.inference_mode():
             # extremes of the stored values (rounding is monotonic: round the extremes, not all)
-            m = a.amax(dim=(2, 3)).to(store_dtype).float()
-            m_lo = a.amin(dim=(2, 3)).to(store_dtype).float()
+            if loops and a.dtype == torch.float32:
+                m, m_lo = (torch.from_numpy(v).to(store_dtype).float() for v in _kernels.max_min(a.numpy()))
+            else:
+                m = a.amax(dim=(2, 3)).to(store_dtype).float()
+                m_lo = a.amin(dim=(2, 3)).to(store_dtype).float()
             if acts is None:
                 acts = _allocate(work / "acts.npy", (n_items, *a.shape[1:]), np.dtype(cfg["store_dtype"]))
                 seg = _allocate(work / "seg.npy", (n_items, *s.shape[1:]), seg_np_dtype)
@@ -171,10 +171,12 @@ def collect(model, layer, loader, segmenter, cfg, n_concepts, seg_size, work: Pa
     row = 0
     was_training = model.training
     model.eval()
-    # torch's intra-op thread count is per thread: the forward keeps its threads, the bookkeeping
-    # thread has one (switching the count per batch slowed the forward by about 5%; running the
-    # bookkeeping beside the next batch's forward was slower still: it delays the forward's threads)
-    keeper = ThreadPoolExecutor(1, initializer=torch.set_num_threads, initargs=(1,)) if device.type == "cpu" else None
+    # The bookkeeping is small: many small tensor operations would cost more with intra-op threads
+    # than they give (and much more on a busy machine), so on the CPU it runs as numba's loops and
+    # two tensor copies, at the forward's thread count (switching the count per batch slowed the
+    # forward by about 5%; a thread of its own with one intra-op thread cost 0.09 s more over the
+    # toy classifier's 1000 scenes); without numba, the tensor operations with one intra-op thread.
+    loops = device.type == "cpu" and _kernels.available()
     try:
         with torch.inference_mode(), steady_heap():  # (no page faults for every batch's activations)
             for batch in _progress(loader, progress, layer):
@@ -192,15 +194,14 @@ def collect(model, layer, loader, segmenter, cfg, n_concepts, seg_size, work: Pa
                 s = _data.segment_batch(segmenter, batch, pics, use_batch)
                 if seg_size is not None:
                     s = _resize_seg(s, seg_size)
-                if keeper is None:
+                if loops:
                     store_batch(a, s, pics, row)
                 else:
-                    keeper.submit(store_batch, a, s, pics, row).result()
+                    with few_threads(device):
+                        store_batch(a, s, pics, row)
                 row += b
     finally:
         model.train(was_training)
-        if keeper is not None:
-            keeper.shutdown()
     if row != n_items:
         raise ValueError(f"the data yielded {row} items but len(dataset) = {n_items}")
     thumb_index = np.array(sorted(thumbs), dtype=np.int64)
