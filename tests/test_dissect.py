@@ -110,14 +110,16 @@ def test_running_top_images_and_thumbnails_equal_with_and_without_numba(data, mo
     from netdissect_widgets.dissect import _kernels
 
     require(_kernels.available(), "numba is not installed")
-    kept = []
-    for fused in (True, False):
-        monkeypatch.setattr(_kernels, "available", lambda fused=fused: fused)
-        d = dissect(Planted(), "units", data, DataSegmenter(), progress=False, k=8, n_show=4, batch_size=7)
-        kept.append((d.thumb_index, d.thumbs))
-    np.testing.assert_array_equal(kept[0][0], kept[1][0])
-    np.testing.assert_array_equal(kept[0][1], kept[1][1])
-    assert len(kept[0][0]) > 4
+    for thumb_size in (128, 8):  # (images of 16 px: kept as they are, or made smaller first)
+        kept = []
+        for fused in (True, False):
+            monkeypatch.setattr(_kernels, "available", lambda fused=fused: fused)
+            d = dissect(Planted(), "units", data, DataSegmenter(), progress=False, k=8, n_show=4, batch_size=7,
+                        thumb_size=thumb_size)
+            kept.append((d.thumb_index, d.thumbs))
+        np.testing.assert_array_equal(kept[0][0], kept[1][0])
+        np.testing.assert_array_equal(kept[0][1], kept[1][1])
+        assert len(kept[0][0]) > 4 and kept[0][1].shape[1] == min(16, thumb_size)
 
 
 def test_without_numba_the_tensor_paths_give_the_same_dissection(tmp_path):

@@ -80,15 +80,14 @@ def _thumbnails(images: torch.Tensor, thumb_size: int, rows: list[int] | None = 
     H, W = images.shape[2:]
     scale = min(1.0, thumb_size / max(H, W))
     x = images.float()
-    if scale == 1.0 and x.device.type == "cpu" and _kernels.available():
-        return _kernels.to_uint8_hwc(x.numpy(), rows)  # (one pass, no copy of the rows first)
-    if rows is not None:
-        x = x[torch.tensor(rows, device=x.device)]
+    loops = x.device.type == "cpu" and _kernels.available()  # (numba: one pass, reading the rows in place)
+    if rows is not None and not (loops and scale == 1.0):
+        x, rows = x[torch.tensor(rows, device=x.device)], None
     if scale < 1.0:
         size = (max(1, round(H * scale)), max(1, round(W * scale)))
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-    if x.device.type == "cpu" and _kernels.available():
-        return _kernels.to_uint8_hwc(x.numpy())  # (one pass)
+    if loops:
+        return _kernels.to_uint8_hwc(x.numpy(), rows)
     x = x.clamp(-1, 1).add_(1).mul_(127.5).round_().to(torch.uint8)  # (one new tensor, then in place)
     return x.permute(0, 2, 3, 1).cpu().numpy()
 
