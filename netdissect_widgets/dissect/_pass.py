@@ -148,7 +148,7 @@ def collect(model, layer, loader, segmenter, cfg, n_concepts, seg_size, work: Pa
             mins[row : row + b] = m_lo.cpu().numpy()
             # running top n_show per unit (ties: lower dataset index first, as in the final top-k)
             if running is not None:
-                new, gone = running.add(m.cpu().numpy(), row)
+                new, gone = running.add(maxes[row : row + b], row)  # (the maxima just stored)
                 if new:
                     thumbs.update(zip(new, _thumbnails(pics, cfg["thumb_size"], [i - row for i in new])))
                 for i in gone:
