@@ -50,9 +50,9 @@ _EXPORTS = {
     "ImageFolderDataset": "datasets",
     "load_torchvision_model": "models",
     # dissection
-    "dissect": "dissect",
-    "Dissection": "dissect",
-    "UnitLabel": "dissect",
+    "dissect": "dissection",
+    "Dissection": "dissection",
+    "UnitLabel": "dissection",
     # interventions
     "class_accuracy": "intervene",
     "rank_units": "intervene",

@@ -21,7 +21,7 @@ from pathlib import Path
 
 
 def _dissect_parser(sub: argparse._SubParsersAction) -> None:
-    from .dissect._toy import MODELS, SEGMENTERS
+    from .toyworld.setups import MODELS, SEGMENTERS
 
     p = sub.add_parser(
         "dissect",
@@ -52,8 +52,8 @@ def _dissect_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_dissect(args: argparse.Namespace) -> int:
-    from .dissect import dissect
-    from .dissect._toy import toy_setup
+    from .dissection import dissect
+    from .toyworld.setups import toy_setup
 
     if args.n_images < 1:
         print("--n-images must be at least 1", file=sys.stderr)
@@ -77,7 +77,7 @@ def run_dissect(args: argparse.Namespace) -> int:
     d.save(out / "dissection")
     index = d.to_html(out)
     if args.figures:
-        from .dissect.report import write_figures
+        from .dissection.report import write_figures
 
         for path in write_figures(d, args.figures, f"{args.model}-{layer}"):
             print(f"figure: {path}")

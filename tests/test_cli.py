@@ -57,7 +57,7 @@ def test_missing_weights_say_how_to_regenerate(tmp_path, capsys, monkeypatch):
 
 def test_dissect_tiny_run_writes_report_and_dissection(tmp_path, capsys):
     require(_toy_weights("classifier"), "toy classifier weights not trained yet")
-    from netdissect_widgets.dissect import Dissection
+    from netdissect_widgets.dissection import Dissection
 
     out = tmp_path / "r"
     rc = main(["dissect", "--model", "toy-classifier", "--layer", "conv5", "--out", str(out),
@@ -72,7 +72,7 @@ def test_dissect_tiny_run_writes_report_and_dissection(tmp_path, capsys):
 
 def test_dissect_at_a_lower_segmentation_resolution(tmp_path, capsys):
     require(_toy_weights("classifier"), "toy classifier weights not trained yet")
-    from netdissect_widgets.dissect import Dissection
+    from netdissect_widgets.dissection import Dissection
 
     rc = main(["dissect", "--model", "toy-classifier", "--out", str(tmp_path), "--n-images", "8",
                "--seg-size", "16", "--no-progress"])

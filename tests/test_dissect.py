@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 import netdissect_widgets
-from netdissect_widgets.dissect import Dissection, UnitLabel, dissect
+from netdissect_widgets.dissection import Dissection, UnitLabel, dissect
 from tests.conftest import require
 from tests.test_dissect_faithfulness import CONCEPTS, DataSegmenter, KnownSegData, Planted
 
@@ -54,7 +54,7 @@ def test_result_fields(planted, data):
 
 
 def test_sample_shrinks_per_image_for_many_images_and_follows_level_sample():
-    from netdissect_widgets.dissect._stats import SAMPLE_TOTAL, sample_positions
+    from netdissect_widgets.dissection._stats import SAMPLE_TOTAL, sample_positions
 
     assert sample_positions(10) == 32 and sample_positions(512) == 32
     assert sample_positions(1000) == 17 and 1000 * 17 >= SAMPLE_TOTAL  # about SAMPLE_TOTAL values per unit
@@ -63,7 +63,7 @@ def test_sample_shrinks_per_image_for_many_images_and_follows_level_sample():
 
 
 def test_level_search_starts_between_quantiles_that_narrow_with_the_sample():
-    from netdissect_widgets.dissect._stats import search_quantiles
+    from netdissect_widgets.dissection._stats import search_quantiles
 
     lo, hi = search_quantiles(17000, 0.99)  # 170 sampled values expected above the level, +- 4 sd
     assert lo == pytest.approx(1 - 0.01 * (1 + 4 / 170 ** 0.5)) and hi == pytest.approx(1 - 0.01 * (1 - 4 / 170 ** 0.5))
@@ -76,7 +76,7 @@ def test_level_search_starts_between_quantiles_that_narrow_with_the_sample():
 def test_several_sample_quantiles_at_once_equal_one_at_a_time(use_numpy):
     """The level search's bounds, several quantiles of the sample at once (numpy's partition on the
     CPU, one topk on a device), equal each found alone, ties included."""
-    from netdissect_widgets.dissect._stats import _kth_at, _kths_at
+    from netdissect_widgets.dissection._stats import _kth_at, _kths_at
 
     flat = torch.randn(5, 3000, generator=torch.Generator().manual_seed(0))
     for values in (flat, (flat * 4).round()):  # (the second with many ties)
@@ -107,7 +107,7 @@ def test_topk_is_ranked_by_spatial_max(planted, data):
 def test_running_top_images_and_thumbnails_equal_with_and_without_numba(data, monkeypatch):
     """The pass keeps the thumbnails of every unit's running top images: numba's loop and the
     tensor path keep the same images and the same pixels, ties included (constant unit 1)."""
-    from netdissect_widgets.dissect import _kernels
+    from netdissect_widgets.dissection import _kernels
 
     require(_kernels.available(), "numba is not installed")
     for thumb_size in (128, 8):  # (images of 16 px: kept as they are, or made smaller first)
@@ -131,7 +131,7 @@ def test_without_numba_the_tensor_paths_give_the_same_dissection(tmp_path):
     script = (
         "import sys; sys.modules['numba'] = None\n"
         "import numpy as np\n"
-        "from netdissect_widgets.dissect import _kernels, dissect\n"
+        "from netdissect_widgets.dissection import _kernels, dissect\n"
         "from tests.test_dissect_faithfulness import DataSegmenter, RandomConv, RandomSegData\n"
         "assert not _kernels.available()\n"
         "d = dissect(RandomConv(), 'features', RandomSegData(), DataSegmenter(), progress=False, k=3)\n"
@@ -152,7 +152,7 @@ def test_without_numba_the_tensor_paths_give_the_same_dissection(tmp_path):
 
 
 def test_map_extremes_from_the_loop_equal_amax_and_amin_nan_included():
-    from netdissect_widgets.dissect._kernels import available, max_min
+    from netdissect_widgets.dissection._kernels import available, max_min
 
     require(available(), "numba is not installed")
     a = torch.randn(3, 4, 5, 6, generator=torch.Generator().manual_seed(3))
@@ -164,7 +164,7 @@ def test_map_extremes_from_the_loop_equal_amax_and_amin_nan_included():
 
 
 def test_running_top_keeps_each_units_best_and_says_which_images_left():
-    from netdissect_widgets.dissect._kernels import RunningTop, available
+    from netdissect_widgets.dissection._kernels import RunningTop, available
 
     require(available(), "numba is not installed")
     top = RunningTop(n_units=2, n=2, n_items=8)
@@ -219,8 +219,11 @@ def test_generator_dissection_segments_generated_images():
     assert no_hooks(gen)
 
 
-def test_package_name_is_callable_like_the_function(data):
-    # importing the submodule makes netdissect_widgets.dissect the package; it still dissects
+def test_top_level_dissect_is_the_function_after_the_package_is_imported(data):
+    # the package is `dissection`, so importing it never shadows the function `netdissect_widgets.dissect`
+    import netdissect_widgets.dissection._run  # noqa: F401
+
+    assert callable(netdissect_widgets.dissect) and not isinstance(netdissect_widgets.dissect, type(netdissect_widgets))
     d = netdissect_widgets.dissect(Planted(), "units", data, DataSegmenter(), progress=False, k=3)
     assert isinstance(d, Dissection) and d.labels[0].concept == "dog"
 
@@ -405,7 +408,7 @@ def test_interrupted_run_leaves_no_cache(data, tmp_path):
 
 
 def test_unit_images_outline_the_region_and_dim_the_rest(planted, data):
-    from netdissect_widgets.dissect.render import DIM
+    from netdissect_widgets.dissection.render import DIM
 
     imgs = planted.unit_images(0, n=3, size=16)
     assert len(imgs) == 3 and imgs[0].size == (16, 16)
@@ -455,7 +458,7 @@ def test_html_report_escapes_labels(data, tmp_path):
 
 
 def test_best_units_figure(planted, tmp_path):
-    from netdissect_widgets.dissect.report import best_units_image, write_figures
+    from netdissect_widgets.dissection.report import best_units_image, write_figures
 
     img = best_units_image(planted, n_units=2, n=3, size=20)
     assert img.size == (3 * 20 + 2 * 2, 2 * (20 + 16))

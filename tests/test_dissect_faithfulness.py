@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from netdissect_widgets.dissect import dissect
+from netdissect_widgets.dissection import dissect
 from netdissect_widgets.stats._bilinear import Upsampler, interp_matrix
 from tests.conftest import require
 
@@ -26,7 +26,7 @@ CONCEPTS = ["-", "dog", "cat", "grass", "sky", "red"]
 def cpu_path(request, monkeypatch):
     """Both ways the CPU computes the levels and counts: the fused loops (numba, the default) and
     the tensor path that accelerators run (here on CPU tensors)."""
-    from netdissect_widgets.dissect import _compute, _kernels, _stats
+    from netdissect_widgets.dissection import _compute, _kernels, _stats
 
     if request.param == "fused":
         require(_kernels.available(), "numba is not installed")
@@ -206,7 +206,7 @@ def test_iou_and_levels_equal_brute_force(store_dtype, round_half, level, cpu_pa
 
 def test_levels_are_exact_when_the_first_bound_is_too_high(monkeypatch, cpu_path):
     """A first bound above the level leaves too few values: every unit takes the later bounds."""
-    from netdissect_widgets.dissect import _stats
+    from netdissect_widgets.dissection import _stats
 
     monkeypatch.setattr(_stats, "BOUND_SIGMAS", -3.0)  # the lower bound above the level
     model, ds = RandomConv(), RandomSegData()
@@ -217,7 +217,7 @@ def test_levels_are_exact_when_the_first_bound_is_too_high(monkeypatch, cpu_path
 def test_level_searched_between_two_bounds_equals_brute_force(monkeypatch, upper, cpu_path):
     """The sample's upper bound at its maximum (1.0), near the level, or below it (0.93: too many
     values above it, so the search falls back to all values above the lower bound)."""
-    from netdissect_widgets.dissect import _stats
+    from netdissect_widgets.dissection import _stats
 
     monkeypatch.setattr(_stats, "search_quantiles", lambda sampled, level: [0.9, upper])
     model, ds = RandomConv(), RandomSegData()
@@ -227,7 +227,7 @@ def test_level_searched_between_two_bounds_equals_brute_force(monkeypatch, upper
 def test_order_statistics_between_bounds():
     """_order_stats gives the descending order statistics r0 and r0 - 1 wherever the upper bound is,
     for numpy (CPU) and torch (device) values."""
-    from netdissect_widgets.dissect._compute import _order_stats
+    from netdissect_widgets.dissection._compute import _order_stats
 
     rng = np.random.default_rng(0)
     big = rng.standard_normal(1000).astype(np.float32)
@@ -258,7 +258,7 @@ class Unshuffled(nn.Module):
 def test_dissect_on_the_model_device_equals_brute_force(monkeypatch, device, sigmas):
     """The statistics run where the model is (torch on the device: compaction, order statistics,
     label counting) and equal the CPU brute force."""
-    from netdissect_widgets.dissect import _stats
+    from netdissect_widgets.dissection import _stats
 
     monkeypatch.setattr(_stats, "BOUND_SIGMAS", sigmas)
     model, ds = Unshuffled(), RepeatedLabelData()
@@ -274,7 +274,7 @@ def test_dissect_on_the_model_device_equals_brute_force(monkeypatch, device, sig
 def test_above_bound_compaction_is_the_same_in_numpy_and_torch():
     """The CPU path (numpy) and the device path (torch) of the stage that keeps the values above a
     unit's bound give the same values and pixels, in the same order."""
-    from netdissect_widgets.dissect._compute import _above, _pixels
+    from netdissect_widgets.dissection._compute import _above, _pixels
 
     g = torch.Generator().manual_seed(5)
     vals = torch.randn(16, 300, generator=g)
@@ -293,9 +293,9 @@ def test_above_bound_compaction_is_the_same_in_numpy_and_torch():
 
 def test_device_path_equals_brute_force(monkeypatch):
     """Dissect with the torch compaction that GPUs use (here on CPU tensors) equals brute force."""
-    from netdissect_widgets.dissect import _compute
+    from netdissect_widgets.dissection import _compute
 
-    from netdissect_widgets.dissect import _stats
+    from netdissect_widgets.dissection import _stats
 
     monkeypatch.setattr(_stats, "FUSED_CPU_LOOPS", False)  # the tensor path ...
     above = _compute._above
@@ -310,9 +310,9 @@ class Copies(nn.Module):
 
 
 def test_values_computed_in_small_pieces_equal_brute_force(monkeypatch):
-    from netdissect_widgets.dissect import _compute
+    from netdissect_widgets.dissection import _compute
 
-    from netdissect_widgets.dissect import _stats
+    from netdissect_widgets.dissection import _stats
 
     monkeypatch.setattr(_stats, "FUSED_CPU_LOOPS", False)  # (the tensor path computes values in pieces)
     monkeypatch.setattr(_compute, "VALUES_BUDGET", 50)  # a few blocks at a time
@@ -418,7 +418,7 @@ def test_receptive_field_upsampling_equals_brute_force(rf, cpu_path):
 def test_fused_loops_grow_the_window_when_it_is_too_small(monkeypatch):
     """The fused loops start with a small buffer for the values between the bounds; when more are
     there they run again with room for all, and the result is still exact."""
-    from netdissect_widgets.dissect import _kernels, _stats
+    from netdissect_widgets.dissection import _kernels, _stats
 
     require(_kernels.available(), "numba is not installed")
     monkeypatch.setattr(_stats, "FUSED_CPU_LOOPS", True)
@@ -477,7 +477,7 @@ def test_sampled_levels_give_exact_regions_for_those_levels(cpu_path):
 def test_fused_sample_equals_the_upsampler_sample():
     """The fused loops' sample (histogram, level bounds, sampled levels) reads the same positions and
     computes the same float values as ``Upsampler.sample``, receptive-field offsets included."""
-    from netdissect_widgets.dissect import _kernels
+    from netdissect_widgets.dissection import _kernels
 
     require(_kernels.available(), "numba is not installed")
     maps = torch.randn(9, 5, 6, 7, generator=torch.Generator().manual_seed(8))
@@ -492,7 +492,7 @@ def test_fused_sample_equals_the_upsampler_sample():
 def test_fused_label_codes_number_every_pixel_combination(n_channels, n_concepts):
     """Each pixel's code names its combination of label ids, and each combination's pixel count is
     right (the codes the fused loops count instead of the label channels)."""
-    from netdissect_widgets.dissect import _kernels
+    from netdissect_widgets.dissection import _kernels
 
     require(_kernels.available(), "numba is not installed")
     g = torch.Generator().manual_seed(n_concepts)

@@ -61,7 +61,7 @@ def test_removing_a_classs_top_units_hurts_far_more_than_keeping_only_them(toy):
 def test_generator_tree_units_remove_and_insert_trees(toy):
     require(_weights_ready("generator", "segmenter"), "toy generator/segmenter weights not shipped yet")
     from netdissect_widgets.datasets import ZDataset
-    from netdissect_widgets.dissect import dissect
+    from netdissect_widgets.dissection import dissect
 
     gen = toy.load_generator()
     seg = toy.load_segmenter()

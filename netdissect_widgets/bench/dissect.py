@@ -56,8 +56,8 @@ def _forward_time(model, data, batch_size: int, device) -> tuple[float, list]:
 
 def bench_model(name: str, n_images: int, batch_size: int, repeats: int, segmenter: str | None,
                 device: str, seg_size: int | None = None) -> dict:
-    from ..dissect import dissect
-    from ..dissect._toy import toy_setup
+    from ..dissection import dissect
+    from ..toyworld.setups import toy_setup
 
     setup = toy_setup(name, n_images, segmenter, device, seed=7)
     data = _materialise(setup.data)

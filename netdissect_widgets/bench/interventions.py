@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from .. import toyworld
-    from ..dissect import dissect
+    from ..dissection import dissect
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     out: dict[str, Any] = {"device": str(device)}

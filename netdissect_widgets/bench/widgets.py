@@ -59,7 +59,7 @@ def _toy(kind: str) -> tuple[nn.Module, str]:
 
 def bench_pages(repeats: int, images: int, units: int) -> dict[str, Any]:
     from .. import toyworld
-    from ..dissect import dissect
+    from ..dissection import dissect
     from ..widgets import UnitBrowser
 
     torch.manual_seed(0)
@@ -110,7 +110,7 @@ def bench_toggle(repeats: int) -> dict[str, Any]:
 
 def bench_stroke(repeats: int) -> dict[str, Any]:
     from ..datasets import ZDataset
-    from ..dissect import dissect
+    from ..dissection import dissect
     from ..segment import ColorSegmenter
     from ..widgets import PaintCanvas
 

@@ -17,7 +17,7 @@ __all__ = ["png_bytes", "figure_png", "new_figure", "image_to_uint8", "category_
 
 def category_color(category: str) -> str:
     """The chart colour of a concept category, the same as ``Dissection.concept_chart``'s."""
-    from ..dissect.render import CATEGORY_COLORS
+    from ..dissection.render import CATEGORY_COLORS
 
     return CATEGORY_COLORS.get(category, "#8172B3")
 

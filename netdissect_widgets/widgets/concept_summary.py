@@ -89,7 +89,7 @@ class ConceptSummary(VBox):
     @classmethod
     def from_dissect(cls, model: Any, layer: str, data: Any, segmenter: Any, **kwargs: Any) -> "ConceptSummary":
         """Run :func:`netdissect_widgets.dissect` with its ``tqdm.auto`` progress bar, then summarise."""
-        from ..dissect import dissect
+        from ..dissection import dissect
 
         kwargs.setdefault("progress", True)
         return cls(dissect(model, layer, data, segmenter, **kwargs))

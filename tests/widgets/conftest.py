@@ -81,7 +81,7 @@ def classifier():
 
 @pytest.fixture(scope="session")
 def classifier_dissection(classifier, scenes):
-    from netdissect_widgets.dissect import dissect
+    from netdissect_widgets.dissection import dissect
     from netdissect_widgets.segment import ColorSegmenter
 
     return dissect(classifier, "relu", scenes, ColorSegmenter(), progress=False, k=8, n_show=5,
@@ -96,7 +96,7 @@ def generator():
 @pytest.fixture(scope="session")
 def generator_dissection(generator):
     from netdissect_widgets.datasets import ZDataset
-    from netdissect_widgets.dissect import dissect
+    from netdissect_widgets.dissection import dissect
     from netdissect_widgets.segment import ColorSegmenter
 
     return dissect(generator, "layer2", ZDataset(48, generator.z_dim, seed=0), ColorSegmenter(), images="output",
@@ -119,7 +119,7 @@ class MarkupColorSegmenter:
 
 @pytest.fixture(scope="session")
 def markup_dissection(classifier, scenes):
-    from netdissect_widgets.dissect import dissect
+    from netdissect_widgets.dissection import dissect
 
     return dissect(classifier, "relu", scenes, MarkupColorSegmenter(), progress=False, k=8, n_show=5,
                    thumb_size=32, batch_size=16)

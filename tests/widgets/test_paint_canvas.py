@@ -194,7 +194,7 @@ def test_mismatched_dissection_is_refused(generator, generator_dissection, class
 
 def test_concept_names_are_escaped(generator):
     from netdissect_widgets.datasets import ZDataset
-    from netdissect_widgets.dissect import dissect
+    from netdissect_widgets.dissection import dissect
 
     from .conftest import MarkupColorSegmenter
 

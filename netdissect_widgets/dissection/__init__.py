@@ -1,5 +1,8 @@
 """Network dissection of one layer: what concept does each unit detect?
 
+The package is ``netdissect_widgets.dissection``; its entry point is the function
+``netdissect_widgets.dissect`` (also ``netdissect_widgets.dissection.dissect``).
+
 >>> d = dissect(model, "conv5", dataset, segmenter)          # doctest: +SKIP
 >>> print(d.summary())                                       # doctest: +SKIP
 >>> d.unit_strip(12)       # unit 12 (0-based): top images, region outlined  # doctest: +SKIP
@@ -35,21 +38,7 @@ Modules: :mod:`._run` (:func:`dissect`), :mod:`.result` (:class:`Dissection`,
 """
 from __future__ import annotations
 
-import sys
-import types
-
 from ._run import dissect
 from .result import Dissection, UnitLabel
 
 __all__ = ["dissect", "Dissection", "UnitLabel"]
-
-
-class _CallableModule(types.ModuleType):
-    """This package shares its name with :func:`dissect`; importing it as a submodule makes
-    ``netdissect_widgets.dissect`` refer to the package, so the package forwards calls."""
-
-    def __call__(self, *args, **kwargs):  # noqa: D401
-        return dissect(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
