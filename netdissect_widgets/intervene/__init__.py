@@ -16,7 +16,9 @@ Generators (:mod:`.generator`): paint units on or off inside a region,
 ``x' = x * (1 - a) + a * v`` with ``a`` the mask max-pooled to the layer::
 
     trees = concept_units(dissection, "tree", 8)
-    images = paint(gan, "layer4", z, trees, mask, mode="insert", levels=dissection.levels)
+    images = paint(gan, "layer2", z, trees, mask, mode="insert", levels=dissection.levels)
+    images = paint_strokes(gan, "layer2", z, [Stroke(trees, mask), Stroke(clouds, sky, "remove")],
+                           levels=dissection.levels)           # many strokes, one run
     effect = paint_effect(gan, "layer4", z, trees, mask, segmenter=seg, concept="tree",
                           levels=dissection.levels)
 
@@ -36,7 +38,7 @@ from .classifier import (
     rank_units,
     unit_drops,
 )
-from .generator import concept_units, paint, paint_effect
+from .generator import Stroke, concept_units, paint, paint_effect, paint_strokes
 
 __all__ = [
     "predict",
@@ -48,6 +50,8 @@ __all__ = [
     "rank_units",
     "ablation_curve",
     "plot_ablation_curve",
+    "Stroke",
+    "paint_strokes",
     "paint",
     "concept_units",
     "paint_effect",
