@@ -14,6 +14,26 @@ block's maximum is the max of its 4 corner pixels. :class:`Upsampler` computes
 values for any chosen blocks with exactly the same float operations as its
 dense ``__call__`` (bit-identical), which :mod:`netdissect_widgets.dissection._compute`
 relies on.
+
+Two conventions (``convention=``, the same tables either way, so every consumer
+of them computes the same values):
+
+* ``"interpolate"`` (default): ``F.interpolate(mode="bilinear",
+  align_corners=False)``; beyond the first/last cell centre the edge value is held.
+* ``"paper"``: the original NetDissect / PNAS-paper code (``netdissect/upsample.py``
+  of the paper's repository): ``F.grid_sample(align_corners=True,
+  padding_mode="zeros")`` on a float32 grid sampling each output pixel at the
+  same half-pixel centre, ``(y - offset) / stride`` in cells, but with *zero*
+  padding: beyond the first/last cell centre the value is blended with 0, so
+  the outer half cell of an upsampled map fades toward 0. Neighbours outside the
+  map get weight 0 (their index is clamped so reads stay in range), so the
+  weights of a pixel near the border sum to less than 1 and an upsampled value
+  is a convex combination of its cells *and 0*: it lies in
+  ``[min(cells, 0), max(cells, 0)]``. :meth:`Upsampler.corner_max` accounts for
+  that; :attr:`Upsampler.zero_border` says whether a map has such pixels.
+  The positions are computed with the original's float32 operations (grid, then
+  ``grid_sample``'s unnormalisation), so they are the ones it samples; values
+  equal ``grid_sample``'s up to float rounding (a few ulp).
 """
 from __future__ import annotations
 
@@ -24,19 +44,38 @@ import torch
 import torch.nn.functional as F
 
 
-def axis_weights(out_size: int, in_size: int, stride: float | None = None, offset: float | None = None):
+#: the upsampling conventions :class:`Upsampler` knows (see the module docstring)
+CONVENTIONS = ("interpolate", "paper")
+
+
+def check_convention(convention: str) -> str:
+    """Return ``convention`` if it is one of :data:`CONVENTIONS`, else raise a ValueError saying which are."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"upsampling convention must be one of {CONVENTIONS} ('interpolate': F.interpolate, "
+                         f"edge value held; 'paper': the original NetDissect code, zero-padded border), "
+                         f"got {convention!r}")
+    return convention
+
+
+def axis_weights(out_size: int, in_size: int, stride: float | None = None, offset: float | None = None,
+                 convention: str = "interpolate"):
     """Per output coordinate: cells ``i0, i1`` (int64) and weights ``w0, w1`` (float32).
 
     Feature cell ``j`` is centred at output coordinate ``offset + j * stride``
     (pixel ``y`` is centred at ``y``). The defaults give the weights of
     ``F.interpolate(mode="bilinear", align_corners=False)``:
     ``stride = out_size / in_size``, ``offset = stride / 2 - 0.5``. Beyond the
-    first/last cell centre the value is held (clamped).
+    first/last cell centre the value is held (clamped); with
+    ``convention="paper"`` it is blended with 0 instead (a neighbour outside the
+    map has weight 0). The last output, ``group``, numbers the runs of output
+    coordinates that read the same two cells with weights affine in the coordinate.
     """
     if stride is None:
         stride = out_size / in_size
     if offset is None:
         offset = stride / 2 - 0.5
+    if check_convention(convention) == "paper":
+        return _paper_axis_weights(out_size, in_size, stride, offset)
     raw = (np.arange(out_size, dtype=np.float64) - offset) / stride
     pos = np.clip(raw, 0, in_size - 1)
     i0 = np.minimum(np.floor(pos).astype(np.int64), in_size - 1)
@@ -47,9 +86,34 @@ def axis_weights(out_size: int, in_size: int, stride: float | None = None, offse
     return i0, i1, w0, w1, group
 
 
-def interp_matrix(out_size: int, in_size: int, stride: float | None = None, offset: float | None = None) -> torch.Tensor:
+def _paper_axis_weights(out_size: int, in_size: int, stride: float, offset: float):
+    """:func:`axis_weights` of the original code: ``grid_sample(align_corners=True, padding_mode="zeros")``.
+
+    The original builds the grid in float32 as ``(y - offset) * (2 / (stride *
+    max(1, in_size - 1))) - 1``; ``grid_sample`` maps a grid value ``g`` back to
+    the cell position ``(g + 1) * ((in_size - 1) / 2)`` (float32), reads cells
+    ``floor(pos)`` and ``floor(pos) + 1`` with weights ``floor(pos) + 1 - pos``
+    and ``pos - floor(pos)``, and reads 0 outside the map. (A map of one cell
+    maps every position to 0: the cell's value everywhere.)
+    """
+    y = torch.arange(out_size, dtype=torch.float32)
+    grid = (y - offset) * (2 / (stride * max(1, in_size - 1))) - 1
+    pos = ((grid + 1) * ((in_size - 1) / 2)).numpy()
+    floor = np.floor(pos)
+    w0 = (floor + 1 - pos).astype(np.float32)        # float32 throughout, as grid_sample computes them
+    w1 = (pos - floor).astype(np.float32)
+    f = floor.astype(np.int64)
+    i0, i1 = f, f + 1
+    w0 = np.where((i0 >= 0) & (i0 < in_size), w0, np.float32(0))
+    w1 = np.where((i1 >= 0) & (i1 < in_size), w1, np.float32(0))
+    group = np.clip(f, -2, in_size)  # -2 / in_size: both neighbours outside (value 0)
+    return np.clip(i0, 0, in_size - 1), np.clip(i1, 0, in_size - 1), w0, w1, group
+
+
+def interp_matrix(out_size: int, in_size: int, stride: float | None = None, offset: float | None = None,
+                  convention: str = "interpolate") -> torch.Tensor:
     """The same weights as a matrix ``(out_size, in_size)``: ``up = Wy @ A @ Wx.T``."""
-    i0, i1, w0, w1, _ = axis_weights(out_size, in_size, stride, offset)
+    i0, i1, w0, w1, _ = axis_weights(out_size, in_size, stride, offset, convention)
     m = np.zeros((out_size, in_size), dtype=np.float64)
     np.add.at(m, (np.arange(out_size), i0), w0)
     np.add.at(m, (np.arange(out_size), i1), w1)
@@ -59,8 +123,9 @@ def interp_matrix(out_size: int, in_size: int, stride: float | None = None, offs
 class _Axis:
     """One axis of the upsampling, with its output coordinates grouped into blocks."""
 
-    def __init__(self, out_size: int, in_size: int, stride=None, offset=None, max_block: int = 8) -> None:
-        i0, i1, w0, w1, group = axis_weights(out_size, in_size, stride, offset)
+    def __init__(self, out_size: int, in_size: int, stride=None, offset=None, max_block: int = 8,
+                 convention: str = "interpolate") -> None:
+        i0, i1, w0, w1, group = axis_weights(out_size, in_size, stride, offset, convention)
         # split groups longer than max_block: smaller blocks have tighter maxima (fewer wasted values)
         rank = np.zeros_like(group)
         for g in np.unique(group):
@@ -88,6 +153,9 @@ class _Axis:
         last = valid.sum(1) - 1                                     # weights of each block's end pixels
         ends = np.stack([safe[:, 0], safe[np.arange(n), last]], 1)
         self.e_w0, self.e_w1 = torch.from_numpy(w0[ends].T.copy()), torch.from_numpy(w1[ends].T.copy())  # (2, G)
+        # blocks that blend with the zero padding somewhere (only with convention="paper"): weights sum < 1
+        short = (w0.astype(np.float64) + w1) < 1 - 1e-6
+        self.g_zero = torch.from_numpy(np.array([bool(short[coords[gi][valid[gi]]].any()) for gi in range(n)]))
 
     def to(self, device: torch.device) -> "_Axis":
         for name, value in vars(self).items():
@@ -105,17 +173,30 @@ class Upsampler:
     receptive_field : ((stride_y, stride_x), (offset_y, offset_x)), optional
         Centre of feature cell ``j`` in output pixels: ``offset + j * stride``.
         Default: the weights of ``F.interpolate(align_corners=False)``.
+    convention : {"interpolate", "paper"}
+        ``"interpolate"`` (default): the edge value is held beyond the outer cell
+        centres, as ``F.interpolate``. ``"paper"``: the original NetDissect code's
+        ``grid_sample(align_corners=True, padding_mode="zeros")``, where the border
+        fades toward 0 (see the module docstring). Same tables, same methods.
     """
 
     def __init__(self, feature_size: Sequence[int], seg_size: Sequence[int], receptive_field=None,
-                 device: torch.device | str = "cpu", max_block: int = 8) -> None:
+                 device: torch.device | str = "cpu", max_block: int = 8, convention: str = "interpolate") -> None:
         (h, w), (H, W) = feature_size, seg_size
         sy = sx = oy = ox = None
         if receptive_field is not None:
             (sy, sx), (oy, ox) = receptive_field
-        self.y = _Axis(int(H), int(h), sy, oy, max_block).to(torch.device(device))
-        self.x = _Axis(int(W), int(w), sx, ox, max_block).to(torch.device(device))
+        self.convention = check_convention(convention)
+        self.y = _Axis(int(H), int(h), sy, oy, max_block, self.convention).to(torch.device(device))
+        self.x = _Axis(int(W), int(w), sx, ox, max_block, self.convention).to(torch.device(device))
         self.out_size = (int(H), int(W))
+
+    @property
+    def zero_border(self) -> bool:
+        """True when some output pixel blends its cells with 0 (``convention="paper"``): its value then
+        lies in ``[min(cells, 0), max(cells, 0)]``, not ``[min(cells), max(cells)]``; a bound on the
+        upsampled values taken from the cells alone must include 0."""
+        return bool(self.y.g_zero.any() or self.x.g_zero.any())
 
     def __call__(self, maps: torch.Tensor) -> torch.Tensor:
         """Dense upsampling of every map (the reference the block computation equals bit for bit).
@@ -176,15 +257,21 @@ class Upsampler:
         return cache[key]
 
     def corner_max(self, maps: torch.Tensor) -> torch.Tensor:
-        """``(..., h, w) -> (..., Gy, Gx)``: each block's largest corner cell (its cells are adjacent)."""
+        """``(..., h, w) -> (..., Gy, Gx)``: each block's largest corner cell (its cells are adjacent), an
+        upper bound of its values (with ``convention="paper"``, at least 0 for blocks blending with 0)."""
         shape = maps.shape
         x4 = maps.reshape(-1, 1, shape[-2], shape[-1])
         pooled = F.max_pool2d(F.pad(x4, (0, 1, 0, 1), mode="replicate"), 2, stride=1)  # max of cells i, i+1
         pooled = pooled.reshape(*shape[:-2], shape[-2], shape[-1])
-        return pooled.index_select(-2, self.y.g_i0).index_select(-1, self.x.g_i0)
+        out = pooled.index_select(-2, self.y.g_i0).index_select(-1, self.x.g_i0)
+        if self.zero_border:  # blocks blending with the zero padding can reach 0 (convention="paper")
+            zero = self.y.g_zero[:, None] | self.x.g_zero[None, :]
+            out = torch.where(zero, out.clamp(min=0), out)
+        return out
 
     def corner_any(self, hot: torch.Tensor) -> torch.Tensor:
-        """``(..., h, w) bool -> (..., Gy, Gx) bool``: blocks with some corner cell marked."""
+        """``(..., h, w) bool -> (..., Gy, Gx) bool``: blocks with some corner cell marked. (With
+        ``convention="paper"`` and a bound below 0, the blocks ``g_zero`` of either axis can pass it too.)"""
         y, x = self.y, self.x
         rows = hot.index_select(-2, y.g_i0) | hot.index_select(-2, y.g_i1)
         return rows.index_select(-1, x.g_i0) | rows.index_select(-1, x.g_i1)
