@@ -49,6 +49,7 @@ _EXPORTS = {
     "ZDataset": "datasets",
     "ImageFolderDataset": "datasets",
     "load_torchvision_model": "models",
+    "user_cache_dir": "userdirs",
     # dissection
     "dissect": "dissection",
     "Dissection": "dissection",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 
 import pytest
@@ -25,11 +26,130 @@ def test_help_lists_the_commands(capsys):
 def test_lab_execs_jupyterlab_in_examples(monkeypatch):
     calls = []
     monkeypatch.setattr("os.execv", lambda path, args: calls.append((path, args)))
+    monkeypatch.setattr("netdissect_widgets._lab.running_as_root", lambda: False)
     main(["lab", "--no-browser"])
     (path, args), = calls
     assert path == sys.executable and args[1:3] == ["-m", "jupyterlab"]
     assert args[3].startswith("--ServerApp.root_dir=") and args[3].endswith("examples")
-    assert args[-1] == "--no-browser"
+    assert "--ContentsManager.pre_save_hook=netdissect_widgets._lab.strip_outputs" in args
+    assert args[-1] == "--no-browser" and "--allow-root" not in args
+
+
+def test_lab_as_root_allows_root(monkeypatch):
+    calls = []
+    monkeypatch.setattr("os.execv", lambda path, args: calls.append(args))
+    monkeypatch.setattr("netdissect_widgets._lab.running_as_root", lambda: True)
+    main(["lab", "--no-browser"])
+    main(["lab", "--allow-root"])
+    assert calls[0].count("--allow-root") == 1 and calls[1].count("--allow-root") == 1
+
+
+def test_the_save_hook_is_importable_by_jupyter():
+    from traitlets.utils.importstring import import_item
+
+    from netdissect_widgets._lab import HOOK, strip_outputs
+
+    assert import_item(HOOK) is strip_outputs
+    model = {"type": "notebook", "content": {"cells": [
+        {"cell_type": "code", "source": "1", "outputs": [{"output_type": "stream"}], "execution_count": 3,
+         "metadata": {"execution": {}}}], "metadata": {"widgets": {}, "language_info": {"name": "python",
+                                                                                     "version": "3.12"}}}}
+    strip_outputs(model, path="x.ipynb", contents_manager=None)
+    cell = model["content"]["cells"][0]
+    assert cell["outputs"] == [] and cell["execution_count"] is None and cell["metadata"] == {}
+    assert model["content"]["metadata"] == {"language_info": {"name": "python"}}
+    text = {"type": "file", "content": "keep"}
+    strip_outputs(text)
+    assert text["content"] == "keep"
+
+
+def test_help_imports_no_torch_and_shows_no_markup():
+    code = ("import sys, contextlib, io\nfrom netdissect_widgets.__main__ import main\n"
+            "buf = io.StringIO()\n"
+            "for argv in ([], ['dissect', '--help'], ['bench', '--help']):\n"
+            "    with contextlib.redirect_stdout(buf):\n"
+            "        try: main(argv)\n"
+            "        except SystemExit: pass\n"
+            "print('TORCH', 'torch' in sys.modules)\nprint(buf.getvalue())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "TORCH False" in out
+    assert "``" not in out and "```" not in out
+    assert "--device" in out and "--allow-root" in out
+
+
+def test_every_dissect_option_has_help():
+    from netdissect_widgets.__main__ import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    dissect = sub.choices["dissect"]
+    for action in dissect._actions:
+        assert action.help and action.help.strip(), f"{action.option_strings} has no help"
+
+
+def test_bench_help_lists_each_benchmark_with_a_line(capsys):
+    from netdissect_widgets.bench.__main__ import available
+
+    assert main(["bench", "--help"]) == 0
+    out = capsys.readouterr().out
+    for name in available():
+        line = next(ln for ln in out.splitlines() if ln.strip().startswith(name + " "))
+        assert len(line.split(name, 1)[1].strip()) > 10, line
+
+
+@pytest.fixture
+def no_dissection(monkeypatch):
+    """Fail the test if the work (loading the models, then the dissection) starts."""
+    from netdissect_widgets.toyworld import setups
+
+    def boom(*a, **k):
+        raise AssertionError("the work started before the options were checked")
+
+    monkeypatch.setattr(setups, "toy_setup", boom)
+
+
+@pytest.mark.parametrize("option", ["--out", "--cache-dir", "--figures"])
+def test_bad_paths_fail_before_any_work_with_one_line(option, tmp_path, capsys, no_dissection):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    argv = ["dissect", "--out", str(tmp_path / "out"), "--n-images", "4", "--no-progress"]
+    argv += [option, str(blocker / "sub")] if option != "--out" else []
+    if option == "--out":
+        argv[2] = str(blocker / "sub")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and option in err and "is a file" in err and "Traceback" not in err
+    assert main(["dissect", "--out", str(tmp_path / "o2"), option, str(blocker)] if option != "--out"
+                else ["dissect", "--out", str(blocker)]) == 2
+    assert "not a folder" in capsys.readouterr().err
+
+
+def test_unavailable_device_is_one_line(tmp_path, capsys, no_dissection):
+    import torch
+
+    require(not torch.cuda.is_available(), "this check needs a machine without a CUDA GPU")
+    assert main(["dissect", "--out", str(tmp_path), "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no CUDA GPU" in err and "--device cpu" in err
+    assert main(["dissect", "--out", str(tmp_path), "--device", "banana"]) == 2
+    assert "not a torch device" in capsys.readouterr().err
+
+
+def test_numbers_are_checked_first(tmp_path, capsys, no_dissection):
+    for argv, text in [(["--level", "1.5"], "--level must be between 0 and 1"),
+                       (["--batch-size", "0"], "--batch-size must be at least 1"),
+                       (["--seg-size", "0"], "--seg-size must be positive"),
+                       (["--n-images", "0"], "--n-images must be at least 1")]:
+        assert main(["dissect", "--out", str(tmp_path)] + argv) == 2
+        assert text in capsys.readouterr().err
+
+
+def test_light_model_list_matches_the_toy_setups():
+    from netdissect_widgets.__main__ import DEFAULT_LAYERS, MODELS, SEGMENTERS
+    from netdissect_widgets.toyworld import setups
+
+    assert {m: DEFAULT_LAYERS[m] for m in setups.MODELS} == setups.MODELS and set(setups.MODELS) <= set(MODELS)
+    assert tuple(SEGMENTERS) == tuple(setups.SEGMENTERS)
 
 
 def test_bench_forwards_to_the_benchmarks(capsys):
@@ -66,6 +186,9 @@ def test_dissect_tiny_run_writes_report_and_dissection(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "0-based" in text and "level 0.99 = top 1% of pixels" in text and "units matched" in text
     assert (out / "index.html").is_file() and (out / "units" / "unit_0000.png").is_file()
+    page = (out / "index.html").read_text()
+    assert "<h1>Dissection of toy-classifier conv5</h1>" in page and "layer layer" not in page
+    assert "runner-up" in page and 'class="sortable"' in page
     d = Dissection.load(out / "dissection")
     assert d.layer == "conv5" and d.kind == "classifier" and d.config["n_items"] == 24
 
@@ -79,9 +202,6 @@ def test_dissect_at_a_lower_segmentation_resolution(tmp_path, capsys):
     assert rc == 0
     d = Dissection.load(tmp_path / "dissection")
     assert d.config["seg_size"] == [16, 16] and d.unit_pixels.sum() > 0
-    rc = main(["dissect", "--model", "toy-classifier", "--out", str(tmp_path), "--n-images", "8",
-               "--seg-size", "0", "--no-progress"])
-    assert rc == 2 and "seg_size must be positive" in capsys.readouterr().err
 
 
 def test_dissect_unknown_layer_is_a_clear_error(tmp_path, capsys):

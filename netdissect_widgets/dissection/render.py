@@ -149,6 +149,15 @@ def heatmap(d: "Dissection", unit: int, rank: int, size: int) -> Image.Image:
     return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
 
 
+def runner_ups(d: "Dissection", unit: int, n: int = 2) -> list[tuple[str, str, float]]:
+    """The ``n`` concepts after the label's, by IoU: ``(concept, category, iou)``, best first.
+
+    When a runner-up's IoU is close to the label's, the label is a close call.
+    """
+    label = d.labels[unit].concept
+    return [t for t in d.top_concepts(unit, n=n + 1) if t[0] != label][:n]
+
+
 def concept_chart(d: "Dissection", ax: Any = None) -> Any:
     """Bar chart of matched units per concept, coloured by category; returns the Figure."""
     from matplotlib.figure import Figure
