@@ -151,6 +151,7 @@ class WidgetBase(VBox):
 
     def __init__(self, **kwargs: Any) -> None:
         projector = bool(kwargs.pop("projector", False))
+        self._built = False  # set by _layout: re-render on projector changes only once the parts exist
         self.errors = ErrorArea()
         self.busy = Busy()
         self.style_sheet = HTML(f"<style>{STYLE_CSS}</style>", layout=Layout(display="none"))
@@ -181,6 +182,7 @@ class WidgetBase(VBox):
                       layout=Layout(justify_content="space-between", align_items="center", width="100%"))
         header.add_class("ndw-header")
         self.children = (self.style_sheet, header, self.errors.widget, self.busy.widget, *body)
+        self._built = True
 
     def _on_projector(self) -> None:
         """Re-render what depends on :attr:`scale` (default: nothing)."""
@@ -200,4 +202,5 @@ class WidgetBase(VBox):
         if self.projector_toggle.value != change["new"]:
             self.projector_toggle.value = change["new"]
         self._apply_projector_class()
-        self.guard(self._on_projector, "projector mode")()
+        if self._built:
+            self.guard(self._on_projector, "projector mode")()

@@ -15,7 +15,7 @@ def test_synced_state_is_json(classifier, scenes, classifier_dissection, generat
     ]
     expected = {
         UnitBrowser: {"sort_by", "category", "concept_filter", "min_iou", "page", "page_size", "selected_unit"},
-        AblationPanel: {"ablated", "image_index", "rank_class", "k"},
+        AblationPanel: {"ablated", "image_index", "rank_class", "k", "projector"},
         PaintCanvas: {"concept", "strength", "mode", "brush", "seed"},
         ConceptSummary: set(),
     }
