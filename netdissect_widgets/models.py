@@ -182,7 +182,9 @@ class InputNormalization(nn.Module):
         return f"wraps {type(self.wrapped).__name__}; input in [-1, 1] -> ((x+1)/2 - {mean}) / {std}"
 
 
-def load_state_dict_checked(path: str | os.PathLike, sha256: str | None = None) -> dict[str, torch.Tensor]:
+def load_state_dict_checked(
+    path: str | os.PathLike, sha256: str | None = None, key: str | None = None
+) -> dict[str, torch.Tensor]:
     """Load a state dict (tensors by name) from a local file, pickle-free, optionally checksummed.
 
     Parameters
@@ -192,6 +194,9 @@ def load_state_dict_checked(path: str | os.PathLike, sha256: str | None = None) 
         downloaded: the file must already be on disk.
     sha256 : str, optional
         Expected SHA-256 hex digest of the file; a mismatch raises ValueError.
+    key : str, optional
+        The file is a checkpoint dict and the state dict is its entry ``key``
+        (e.g. ``"netG_state_dict"``, ``"state_dict"``); ValueError if it has none.
 
     Returns
     -------
@@ -229,6 +234,13 @@ def load_state_dict_checked(path: str | os.PathLike, sha256: str | None = None) 
             f"Save weights with torch.save(model.state_dict(), path); whole pickled models are "
             f"refused because loading them runs arbitrary code."
         ) from exc
+    if key is not None:
+        if not isinstance(state, Mapping) or not isinstance(state.get(key), Mapping):
+            found = sorted(map(str, state))[:10] if isinstance(state, Mapping) else type(state).__name__
+            raise ValueError(
+                f"{path!r} has no state dict under {key!r} (found: {found}); is it the right file?"
+            )
+        state = state[key]
     if isinstance(state, Mapping) and not any(isinstance(v, torch.Tensor) for v in state.values()):
         nested = [k for k in ("state_dict", "model", "model_state_dict") if isinstance(state.get(k), Mapping)]
         if nested:
