@@ -63,7 +63,7 @@ def test_sample_shrinks_per_image_for_many_images_and_follows_level_sample():
 
 
 def test_level_search_starts_between_quantiles_that_narrow_with_the_sample():
-    from netdissect_widgets.dissection._stats import search_quantiles
+    from netdissect_widgets.dissection._order import search_quantiles
 
     lo, hi = search_quantiles(17000, 0.99)  # 170 sampled values expected above the level, +- 4 sd
     assert lo == pytest.approx(1 - 0.01 * (1 + 4 / 170 ** 0.5)) and hi == pytest.approx(1 - 0.01 * (1 - 4 / 170 ** 0.5))
@@ -76,7 +76,7 @@ def test_level_search_starts_between_quantiles_that_narrow_with_the_sample():
 def test_several_sample_quantiles_at_once_equal_one_at_a_time(use_numpy):
     """The level search's bounds, several quantiles of the sample at once (numpy's partition on the
     CPU, one topk on a device), equal each found alone, ties included."""
-    from netdissect_widgets.dissection._stats import _kth_at, _kths_at
+    from netdissect_widgets.dissection._order import kth_at as _kth_at, kths_at as _kths_at
 
     flat = torch.randn(5, 3000, generator=torch.Generator().manual_seed(0))
     for values in (flat, (flat * 4).round()):  # (the second with many ties)
@@ -104,18 +104,17 @@ def test_topk_is_ranked_by_spatial_max(planted, data):
     np.testing.assert_allclose(planted.top_maps[0, 0], (data.seg[idx, 0] == 1).float().numpy())
 
 
-def test_running_top_images_and_thumbnails_equal_with_and_without_numba(data, monkeypatch):
+def test_running_top_images_and_thumbnails_equal_with_both_backends(data):
     """The pass keeps the thumbnails of every unit's running top images: numba's loop and the
-    tensor path keep the same images and the same pixels, ties included (constant unit 1)."""
-    from netdissect_widgets.dissection import _kernels
+    tensor backend keep the same images and the same pixels, ties included (constant unit 1)."""
+    from netdissect_widgets.dissection.backends import numba_cpu
 
-    require(_kernels.available(), "numba is not installed")
+    require(numba_cpu.available(), "numba is not installed")
     for thumb_size in (128, 8):  # (images of 16 px: kept as they are, or made smaller first)
         kept = []
-        for fused in (True, False):
-            monkeypatch.setattr(_kernels, "available", lambda fused=fused: fused)
+        for backend in ("numba", "tensor"):
             d = dissect(Planted(), "units", data, DataSegmenter(), progress=False, k=8, n_show=4, batch_size=7,
-                        thumb_size=thumb_size)
+                        thumb_size=thumb_size, backend=backend)
             kept.append((d.thumb_index, d.thumbs))
         np.testing.assert_array_equal(kept[0][0], kept[1][0])
         np.testing.assert_array_equal(kept[0][1], kept[1][1])
@@ -131,9 +130,10 @@ def test_without_numba_the_tensor_paths_give_the_same_dissection(tmp_path):
     script = (
         "import sys; sys.modules['numba'] = None\n"
         "import numpy as np\n"
-        "from netdissect_widgets.dissection import _kernels, dissect\n"
+        "from netdissect_widgets.dissection import dissect\n"
+        "from netdissect_widgets.dissection.backends import numba_cpu\n"
         "from tests.test_dissect_faithfulness import DataSegmenter, RandomConv, RandomSegData\n"
-        "assert not _kernels.available()\n"
+        "assert not numba_cpu.available()\n"
         "d = dissect(RandomConv(), 'features', RandomSegData(), DataSegmenter(), progress=False, k=3)\n"
         f"np.savez({str(tmp_path / 'off.npz')!r}, levels=d.levels.numpy(), iou=d.iou.numpy(), "
         "thumbs=d.thumbs, thumb_index=d.thumb_index)\n"
@@ -152,7 +152,7 @@ def test_without_numba_the_tensor_paths_give_the_same_dissection(tmp_path):
 
 
 def test_map_extremes_from_the_loop_equal_amax_and_amin_nan_included():
-    from netdissect_widgets.dissection._kernels import available, max_min
+    from netdissect_widgets.dissection.backends.numba_cpu import available, max_min
 
     require(available(), "numba is not installed")
     a = torch.randn(3, 4, 5, 6, generator=torch.Generator().manual_seed(3))
@@ -164,7 +164,7 @@ def test_map_extremes_from_the_loop_equal_amax_and_amin_nan_included():
 
 
 def test_running_top_keeps_each_units_best_and_says_which_images_left():
-    from netdissect_widgets.dissection._kernels import RunningTop, available
+    from netdissect_widgets.dissection.backends.numba_cpu import RunningTop, available
 
     require(available(), "numba is not installed")
     top = RunningTop(n_units=2, n=2, n_items=8)
@@ -241,11 +241,24 @@ def test_layer_that_is_not_a_feature_map(data):
         dissect(Planted(), "head", data, DataSegmenter(), progress=False)
 
 
-def test_nan_activations_name_the_units(data):
+class PutValue(nn.Module):
+    """Puts ``value`` at one pixel of unit 2's map."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, a):
+        a = a.clone()
+        a[:, 2, 1, 1] = self.value
+        return a
+
+
+@pytest.mark.parametrize("value, what", [(float("nan"), "NaN"), (float("inf"), "Inf"), (-float("inf"), "Inf")])
+def test_nan_and_inf_activations_name_the_units_and_items(data, value, what):
     model = Planted()
-    with torch.no_grad():
-        model.scale.fill_(float("nan"))  # unit 0 = dog mask x scale: NaN everywhere
-    with pytest.raises(ValueError, match=r"NaN \(units \[0\], 0-based\)"):
+    model.units = PutValue(value)
+    with pytest.raises(ValueError, match=rf"{what} \(units \[2\], 0-based; dataset items \[0"):
         dissect(model, "units", data, DataSegmenter(), progress=False)
 
 

@@ -22,17 +22,21 @@ from tests.conftest import require
 CONCEPTS = ["-", "dog", "cat", "grass", "sky", "red"]
 
 
-@pytest.fixture(params=["fused", "tensor"])
-def cpu_path(request, monkeypatch):
-    """Both ways the CPU computes the levels and counts: the fused loops (numba, the default) and
-    the tensor path that accelerators run (here on CPU tensors)."""
-    from netdissect_widgets.dissection import _compute, _kernels, _stats
+def make_backend(name: str, **kw):
+    """A backend instance by name, with settings (e.g. ``bound_sigmas=-3``)."""
+    from netdissect_widgets.dissection.backends import NumbaBackend, TensorBackend, numba_cpu
 
-    if request.param == "fused":
-        require(_kernels.available(), "numba is not installed")
-    monkeypatch.setattr(_stats, "FUSED_CPU_LOOPS", request.param == "fused")
-    monkeypatch.setattr(_compute, "FUSED_CODES", request.param == "fused")  # (the label codes: numba or numpy)
-    return request.param
+    if name == "numba":
+        require(numba_cpu.available(), "numba is not installed")
+        return NumbaBackend(**kw)
+    return TensorBackend(**kw)
+
+
+@pytest.fixture(params=["numba", "tensor"])
+def backend(request):
+    """Both backends that compute the levels and counts on the CPU: the compiled loops (numba, the
+    default there) and the tensor backend that accelerators run (here on CPU tensors)."""
+    return make_backend(request.param)
 CATEGORIES = ["-", "object", "object", "material", "object", "color"]
 
 
@@ -185,11 +189,11 @@ def brute_force(model, ds, level, n_concepts=len(CONCEPTS), receptive_field=None
 
 
 def dissect_equals_brute_force(model, ds, level=0.95, segmenter=None, n_concepts=len(CONCEPTS),
-                               store_dtype="float32"):
+                               store_dtype="float32", backend="auto"):
     """Dissect ``model.features`` over ``ds``, check levels and IoU against :func:`brute_force`;
     returns the dissection and the brute-force IoU."""
     d = dissect(model, "features", ds, segmenter or DataSegmenter(), level=level, store_dtype=store_dtype,
-                progress=False, batch_size=7, k=3)
+                progress=False, batch_size=7, k=3, backend=backend)
     levels, iou = brute_force(model, ds, level, n_concepts)
     np.testing.assert_allclose(d.levels.numpy(), levels, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(d.iou.numpy(), iou, atol=1e-6)
@@ -198,36 +202,32 @@ def dissect_equals_brute_force(model, ds, level=0.95, segmenter=None, n_concepts
 
 @pytest.mark.parametrize("store_dtype, round_half", [("float32", False), ("float16", True)])
 @pytest.mark.parametrize("level", [0.99, 0.95, 0.9973])
-def test_iou_and_levels_equal_brute_force(store_dtype, round_half, level, cpu_path):
+def test_iou_and_levels_equal_brute_force(store_dtype, round_half, level, backend):
     model, ds = RandomConv(round_half=round_half), RandomSegData()
-    _, iou = dissect_equals_brute_force(model, ds, level, store_dtype=store_dtype)
+    _, iou = dissect_equals_brute_force(model, ds, level, store_dtype=store_dtype, backend=backend)
     assert (iou[:, 1:] > 0).any(), "the test data must give non-trivial IoUs"
 
 
-def test_levels_are_exact_when_the_first_bound_is_too_high(monkeypatch, cpu_path):
+@pytest.mark.parametrize("name", ["numba", "tensor"])
+def test_levels_are_exact_when_the_first_bound_is_too_high(name):
     """A first bound above the level leaves too few values: every unit takes the later bounds."""
-    from netdissect_widgets.dissection import _stats
-
-    monkeypatch.setattr(_stats, "BOUND_SIGMAS", -3.0)  # the lower bound above the level
     model, ds = RandomConv(), RandomSegData()
-    dissect_equals_brute_force(model, ds)
+    dissect_equals_brute_force(model, ds, backend=make_backend(name, bound_sigmas=-3.0))
 
 
 @pytest.mark.parametrize("upper", [1.0, 0.96, 0.93])
-def test_level_searched_between_two_bounds_equals_brute_force(monkeypatch, upper, cpu_path):
+def test_level_searched_between_two_bounds_equals_brute_force(upper, backend):
     """The sample's upper bound at its maximum (1.0), near the level, or below it (0.93: too many
     values above it, so the search falls back to all values above the lower bound)."""
-    from netdissect_widgets.dissection import _stats
-
-    monkeypatch.setattr(_stats, "search_quantiles", lambda sampled, level: [0.9, upper])
+    backend.search_quantiles = lambda sampled, level: [0.9, upper]
     model, ds = RandomConv(), RandomSegData()
-    dissect_equals_brute_force(model, ds)
+    dissect_equals_brute_force(model, ds, backend=backend)
 
 
 def test_order_statistics_between_bounds():
     """_order_stats gives the descending order statistics r0 and r0 - 1 wherever the upper bound is,
     for numpy (CPU) and torch (device) values."""
-    from netdissect_widgets.dissection._compute import _order_stats
+    from netdissect_widgets.dissection._order import order_stats as _order_stats
 
     rng = np.random.default_rng(0)
     big = rng.standard_normal(1000).astype(np.float32)
@@ -255,15 +255,12 @@ class Unshuffled(nn.Module):
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA device (checked on the GPU machine)"))])
 @pytest.mark.parametrize("sigmas", [4.0, -3.0])  # -3: the first search fails, every unit takes the fallbacks
-def test_dissect_on_the_model_device_equals_brute_force(monkeypatch, device, sigmas):
+def test_dissect_on_the_model_device_equals_brute_force(device, sigmas):
     """The statistics run where the model is (torch on the device: compaction, order statistics,
     label counting) and equal the CPU brute force."""
-    from netdissect_widgets.dissection import _stats
-
-    monkeypatch.setattr(_stats, "BOUND_SIGMAS", sigmas)
     model, ds = Unshuffled(), RepeatedLabelData()
     d = dissect(model.to(device), "features", ds, DataSegmenter(), level=0.95, store_dtype="float32",
-                progress=False, batch_size=7, k=3)
+                progress=False, batch_size=7, k=3, backend=make_backend("tensor", bound_sigmas=sigmas))
     assert d.config["feature_size"] == [4, 4] and d.num_units == 48
     levels, iou = brute_force(model.cpu(), ds, 0.95)
     np.testing.assert_allclose(d.levels.numpy(), levels, rtol=1e-6, atol=1e-7)
@@ -274,7 +271,7 @@ def test_dissect_on_the_model_device_equals_brute_force(monkeypatch, device, sig
 def test_above_bound_compaction_is_the_same_in_numpy_and_torch():
     """The CPU path (numpy) and the device path (torch) of the stage that keeps the values above a
     unit's bound give the same values and pixels, in the same order."""
-    from netdissect_widgets.dissection._compute import _above, _pixels
+    from netdissect_widgets.dissection.backends.tensor import _above, _pixels
 
     g = torch.Generator().manual_seed(5)
     vals = torch.randn(16, 300, generator=g)
@@ -291,17 +288,10 @@ def test_above_bound_compaction_is_the_same_in_numpy_and_torch():
     np.testing.assert_array_equal(v_np, vals[s, p].numpy())
 
 
-def test_device_path_equals_brute_force(monkeypatch):
+def test_device_path_equals_brute_force():
     """Dissect with the torch compaction that GPUs use (here on CPU tensors) equals brute force."""
-    from netdissect_widgets.dissection import _compute
-
-    from netdissect_widgets.dissection import _stats
-
-    monkeypatch.setattr(_stats, "FUSED_CPU_LOOPS", False)  # the tensor path ...
-    above = _compute._above
-    monkeypatch.setattr(_compute, "_above", lambda *a: above(*a, use_numpy=False))  # ... in torch from here on
     model, ds = RandomConv(), RepeatedLabelData()
-    dissect_equals_brute_force(model, ds)
+    dissect_equals_brute_force(model, ds, backend=make_backend("tensor", use_numpy=False))
 
 
 class Copies(nn.Module):
@@ -309,22 +299,16 @@ class Copies(nn.Module):
         return x.repeat(1, 24, 1, 1)
 
 
-def test_values_computed_in_small_pieces_equal_brute_force(monkeypatch):
-    from netdissect_widgets.dissection import _compute
-
-    from netdissect_widgets.dissection import _stats
-
-    monkeypatch.setattr(_stats, "FUSED_CPU_LOOPS", False)  # (the tensor path computes values in pieces)
-    monkeypatch.setattr(_compute, "VALUES_BUDGET", 50)  # a few blocks at a time
+def test_values_computed_in_small_pieces_equal_brute_force():
     model, ds = RandomConv(units=1), RandomSegData()
     model.features.append(Copies())  # 24 equal units, several per chunk: any neighbour would pass a bound
-    dissect_equals_brute_force(model, ds)
+    dissect_equals_brute_force(model, ds, backend=make_backend("tensor", values_budget=50))  # a few blocks at a time
 
 
-def test_sampled_levels_with_constant_and_zero_units(cpu_path):
+def test_sampled_levels_with_constant_and_zero_units(backend):
     """Levels from a sample: a constant or all-zero unit has no block above its level (empty region)."""
     d = dissect(Planted(), "units", KnownSegData(), DataSegmenter(), level_sample=16, progress=False,
-                batch_size=50)
+                batch_size=50, backend=backend)
     assert d.unit_pixels[1] == 0 and d.unit_pixels[3] == 0
     assert d.labels[0].concept == "dog" and d.labels[2].concept == "grass"
     assert not d.labels[1].matched and not d.labels[3].matched
@@ -341,10 +325,10 @@ class RepeatedLabelData(RandomSegData):
         self.seg[:, 1] = torch.where(pick, self.seg[:, 0], self.seg[:, 1])
 
 
-def test_a_concept_in_two_channels_of_a_pixel_counts_once(cpu_path):
+def test_a_concept_in_two_channels_of_a_pixel_counts_once(backend):
     model, ds = RandomConv(), RepeatedLabelData()
     assert ((ds.seg[:, 0] == ds.seg[:, 1]) & (ds.seg[:, 0] > 0)).any(), "the data must repeat labels"
-    d, _ = dissect_equals_brute_force(model, ds)
+    d, _ = dissect_equals_brute_force(model, ds, backend=backend)
     per_pixel = [int(((ds.seg == c).any(1)).sum()) for c in range(len(CONCEPTS))]
     assert d.concept_pixels[1:].tolist() == per_pixel[1:]
 
@@ -366,9 +350,9 @@ class ManyConceptSegmenter(DataSegmenter):
     categories = ["-"] + ["object"] * 299
 
 
-def test_more_than_256_concepts_in_three_channels_equal_brute_force(cpu_path):
+def test_more_than_256_concepts_in_three_channels_equal_brute_force(backend):
     model, ds = RandomConv(), ManyConceptData()
-    d, iou = dissect_equals_brute_force(model, ds, segmenter=ManyConceptSegmenter(), n_concepts=300)
+    d, iou = dissect_equals_brute_force(model, ds, segmenter=ManyConceptSegmenter(), n_concepts=300, backend=backend)
     assert (iou[:, 256:] > 0).any(), "concepts above 255 must be in the regions"
     per_pixel = [int(((ds.seg == c).any(1)).sum()) for c in range(300)]
     assert d.concept_pixels[1:].tolist() == per_pixel[1:]
@@ -404,11 +388,11 @@ def test_upsampling_is_torch_bilinear_and_blocks_are_bit_identical(feature, out)
 
 
 @pytest.mark.parametrize("rf", [(4, 0.0), ((3, 5), (2.0, -1.0))])
-def test_receptive_field_upsampling_equals_brute_force(rf, cpu_path):
+def test_receptive_field_upsampling_equals_brute_force(rf, backend):
     """Receptive-field-aware offsets: blocks of several sizes (and a stride that is not the image's)."""
     model, ds = RandomConv(), RandomSegData()
     d = dissect(model, "features", ds, DataSegmenter(), level=0.95, store_dtype="float32", progress=False,
-                batch_size=7, k=3, receptive_field=rf)
+                batch_size=7, k=3, receptive_field=rf, backend=backend)
     pairs = tuple((float(v), float(v)) if np.isscalar(v) else tuple(map(float, v)) for v in rf)
     levels, iou = brute_force(model, ds, 0.95, receptive_field=pairs)
     np.testing.assert_allclose(d.levels.numpy(), levels, rtol=1e-6, atol=1e-7)
@@ -416,18 +400,15 @@ def test_receptive_field_upsampling_equals_brute_force(rf, cpu_path):
 
 
 def test_fused_loops_grow_the_window_when_it_is_too_small(monkeypatch):
-    """The fused loops start with a small buffer for the values between the bounds; when more are
+    """The numba loops start with a small buffer for the values between the bounds; when more are
     there they run again with room for all, and the result is still exact."""
-    from netdissect_widgets.dissection import _kernels, _stats
+    from netdissect_widgets.dissection.backends import numba_cpu
 
-    require(_kernels.available(), "numba is not installed")
-    monkeypatch.setattr(_stats, "FUSED_CPU_LOOPS", True)
-    monkeypatch.setattr(_kernels, "WINDOW_FRACTION", 0.0)
-    monkeypatch.setattr(_kernels, "WINDOW_MIN", 8)
-    calls = []  # the size of the window buffer of every loop run
-    scan = _kernels._scan
-    monkeypatch.setattr(_kernels, "_scan", lambda *a: calls.append(len(a[20])) or scan(*a))
-    dissect_equals_brute_force(RandomConv(), RandomSegData())
+    backend = make_backend("numba", window_min=8, window_fraction=0.0)
+    calls = []  # the size of the window buffer of every loop run (a spy on the loop)
+    scan = numba_cpu._scan
+    monkeypatch.setattr(numba_cpu, "_scan", lambda *a: calls.append(len(a[20])) or scan(*a))
+    dissect_equals_brute_force(RandomConv(), RandomSegData(), backend=backend)
     assert 8 in calls and max(calls) > 8, calls
 
 
@@ -454,10 +435,10 @@ def test_toy_classifier_conv5_units_match_many_concepts():
     assert len(matched) >= 8, d.summary()
 
 
-def test_sampled_levels_give_exact_regions_for_those_levels(cpu_path):
+def test_sampled_levels_give_exact_regions_for_those_levels(backend):
     model, ds = RandomConv(), RandomSegData()
     d = dissect(model, "features", ds, DataSegmenter(), level_sample=8, store_dtype="float32",
-                progress=False, batch_size=7, k=3)
+                progress=False, batch_size=7, k=3, backend=backend)
     with torch.no_grad():
         acts = model.features(ds.images)
     upsample = Upsampler(acts.shape[2:], ds.seg.shape[2:])
@@ -477,7 +458,7 @@ def test_sampled_levels_give_exact_regions_for_those_levels(cpu_path):
 def test_fused_sample_equals_the_upsampler_sample():
     """The fused loops' sample (histogram, level bounds, sampled levels) reads the same positions and
     computes the same float values as ``Upsampler.sample``, receptive-field offsets included."""
-    from netdissect_widgets.dissection import _kernels
+    from netdissect_widgets.dissection.backends import numba_cpu as _kernels
 
     require(_kernels.available(), "numba is not installed")
     maps = torch.randn(9, 5, 6, 7, generator=torch.Generator().manual_seed(8))
@@ -492,7 +473,7 @@ def test_fused_sample_equals_the_upsampler_sample():
 def test_fused_label_codes_number_every_pixel_combination(n_channels, n_concepts):
     """Each pixel's code names its combination of label ids, and each combination's pixel count is
     right (the codes the fused loops count instead of the label channels)."""
-    from netdissect_widgets.dissection import _kernels
+    from netdissect_widgets.dissection.backends import numba_cpu as _kernels
 
     require(_kernels.available(), "numba is not installed")
     g = torch.Generator().manual_seed(n_concepts)

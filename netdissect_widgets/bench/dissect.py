@@ -5,9 +5,7 @@
 For each toy-world model, in one run and interleaved (``--repeats`` times):
 
 * ``forward``: the model alone over the items (classifier: images -> logits;
-  GAN: z -> images), batches of ``--batch-size``, inference mode, in the same steady
-  heap as the dissection's pass (:mod:`netdissect_widgets._heap`: no page faults for
-  every batch's activations), so that the ratio compares the work, not the allocator;
+  GAN: z -> images), batches of ``--batch-size``, inference mode;
 * ``dissect``: :func:`netdissect_widgets.dissect` of the layer over the same
   items (no cache), with its ``pass`` and ``stats`` parts;
 * for the GAN also ``segmenter``: the segmenter alone over the generated images,
@@ -16,7 +14,13 @@ For each toy-world model, in one run and interleaved (``--repeats`` times):
   finished dissection, as the unit browser does.
 
 The data are built in memory first (toy scenes rendered once), so neither
-timing includes rendering. Printed: the medians and the ratio
+timing includes rendering.
+
+``--heap steady`` runs the same benchmark in a child process whose glibc keeps freed
+memory in its heap (``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1073741824``, read by
+glibc at start-up: what a user sets before starting Python or Jupyter for steadier
+timings; the library itself never tunes the allocator); ``--heap both`` runs a child
+with and one without, one after the other, and prints both. Printed: the medians and the ratio
 ``dissect / forward`` (target <= 1.3 for the toy classifier's conv5 on CPU).
 Levels are exact over all upsampled pixels, never estimated.
 """
@@ -32,8 +36,6 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from .._heap import steady_heap
-
 TARGET = 1.3
 
 
@@ -48,7 +50,7 @@ def _materialise(data: Any) -> TensorDataset:
 def _forward_time(model, data, batch_size: int, device) -> tuple[float, list]:
     outs = []
     start = time.perf_counter()
-    with torch.inference_mode(), steady_heap():  # as the dissection's pass, so that both keep their pages
+    with torch.inference_mode():
         for batch in DataLoader(data, batch_size=batch_size):
             outs.append(model(batch[0].to(device)))
     return time.perf_counter() - start, outs
@@ -69,7 +71,7 @@ def bench_model(name: str, n_images: int, batch_size: int, repeats: int, segment
         forward.append(t)
         if setup.images == "output":
             start = time.perf_counter()
-            with torch.inference_mode(), steady_heap():
+            with torch.inference_mode():
                 for images in outs:
                     setup.segmenter.segment(images)
             seg_s.append(time.perf_counter() - start)
@@ -114,7 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seg-size", type=int, default=None,
                    help="dissect at this segmentation resolution (default: the segmenter's, 64 for the toy world; "
                         "the paper used a quarter of a classifier's input size, 16 here)")
+    p.add_argument("--heap", default="default", choices=("default", "steady", "both"),
+                   help="glibc's allocator as it is (default), or keeping freed memory in the heap (steady: set "
+                        "by environment variables in a child process), or both one after the other")
     args = p.parse_args(argv)
+    if args.heap != "default":
+        return _children(argv or sys.argv[1:], ["default", "steady"] if args.heap == "both" else ["steady"])
     if args.threads:
         torch.set_num_threads(args.threads)
     results = []
@@ -145,6 +152,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'':>15} units matched {r['units_matched']}/{r['units']} (0-based units), "
               f"distinct concepts {r['distinct_concepts']}; a unit's strip of 5 thumbnails renders in "
               f"{r['strip_ms']:.2f} ms")
+    return 0
+
+
+#: glibc's environment settings for a steady heap (read once, when a process starts)
+STEADY_HEAP_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
+
+
+def _children(argv: list[str], heaps: list[str]) -> int:
+    """Run this benchmark in one child process per heap setting, one after the other."""
+    import os
+    import subprocess
+
+    rest = [a for i, a in enumerate(argv) if a != "--heap" and (i == 0 or argv[i - 1] != "--heap")
+            and not a.startswith("--heap=")]
+    for heap in heaps:
+        env = dict(os.environ)
+        if heap == "steady":
+            env.update(STEADY_HEAP_ENV)
+        label = " ".join(f"{k}={v}" for k, v in STEADY_HEAP_ENV.items()) if heap == "steady" else "glibc as it is"
+        print(f"--- heap: {heap} ({label})", flush=True)
+        code = subprocess.run([sys.executable, "-m", "netdissect_widgets.bench", "dissect", *rest], env=env).returncode
+        if code:
+            return code
     return 0
 
 

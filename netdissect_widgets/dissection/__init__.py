@@ -20,7 +20,10 @@ low-resolution activations and the segmentations; the levels (exact order
 statistics) and IoUs are then computed unit by unit from the stored tensors,
 upsampling only the images whose low-resolution maximum can reach the level
 (bilinear upsampling never exceeds the maximum of the values it mixes). See
-:mod:`._run` (the pass, the cache) and :mod:`._compute` (levels, IoU).
+:mod:`._run` (the run), :mod:`._pass` (the pass), :mod:`._cache` (the cache),
+:mod:`._stats` (the statistics) and :mod:`.backends` (how they are computed:
+``backend="tensor"`` in tensor operations on any device, ``"numba"`` as compiled
+CPU loops, ``"auto"`` the fastest available; bit-identical results).
 
 What comes from :mod:`netdissect_widgets.stats`: the upsampler
 (``stats._bilinear.Upsampler``, the same one behind ``stats.active_pixels`` and

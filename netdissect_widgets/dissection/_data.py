@@ -14,27 +14,24 @@
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, SequentialSampler
+from torch.utils.data import DataLoader
 
-from .._fingerprint import fingerprint, model_fingerprint
-from ..segment import check_segmenter
+from .._batches import dataset_of, ordered_loader, progress
+from .._fingerprint import fingerprint, model_fingerprint, settings_of
+from ..segment import check_segmenter, reads_labels_from_data
 
 #: how many items :func:`data_fingerprint` hashes (evenly spaced, first and last included)
 FINGERPRINT_SAMPLES = 8
 
 
-def dataset_of(data: Any) -> Any:
-    """The dataset behind ``data`` (itself, or a DataLoader's ``.dataset``)."""
-    return data.dataset if isinstance(data, DataLoader) else data
-
-
 def make_loader(data: Any, batch_size: int, num_workers: int) -> DataLoader:
-    """Batches of ``data`` in dataset order.
+    """Batches of ``data`` in dataset order (:func:`netdissect_widgets._batches.ordered_loader`).
 
     Raises
     ------
@@ -44,27 +41,24 @@ def make_loader(data: Any, batch_size: int, num_workers: int) -> DataLoader:
         If the dataset is empty, or a DataLoader shuffles or drops its last batch
         (row numbers must be dataset indices).
     """
-    if isinstance(data, DataLoader):
-        if not isinstance(data.sampler, SequentialSampler) or data.drop_last:
-            raise ValueError(
-                "dissect needs the data in dataset order: pass the Dataset itself, or a DataLoader "
-                "with shuffle=False, no custom sampler and drop_last=False"
-            )
-        loader = data
-    elif isinstance(data, Dataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
-        loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    else:
-        raise TypeError(
-            f"data must be a torch Dataset (or DataLoader) yielding images or latent vectors, "
-            f"got {type(data).__name__}"
+    return ordered_loader(data, batch_size, num_workers, who="dissect", yields="images or latent vectors")
+
+
+#: images may pass [-1, 1] by this much (rounding, antialiasing) before dissect refuses them
+IMAGE_MARGIN = 0.25
+
+
+def check_images(x: torch.Tensor, what: str, row: int) -> None:
+    """Refuse images that are not in [-1, 1] (up to :data:`IMAGE_MARGIN`) or hold NaN/Inf."""
+    lo, hi = (float(v) for v in torch.aminmax(x.detach().float()))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"{what} (dataset items {row}..{row + len(x) - 1}) contain NaN or Inf values")
+    if lo < -1 - IMAGE_MARGIN or hi > 1 + IMAGE_MARGIN:
+        raise ValueError(
+            f"{what} (dataset items {row}..{row + len(x) - 1}) hold values in [{lo:g}, {hi:g}]; dissect expects "
+            f"float images in [-1, 1] (uint8-range images: x / 127.5 - 1; [0, 1] images: 2 * x - 1; a model "
+            f"that wants other inputs wraps its normalisation, e.g. models.InputNormalization)"
         )
-    try:
-        n = len(dataset_of(loader))
-    except TypeError:
-        raise TypeError("dissect needs a dataset with a length (a map-style Dataset)") from None
-    if n == 0:
-        raise ValueError("the dataset is empty: dissect needs at least one item")
-    return loader
 
 
 def split_batch(batch: Any, images: str) -> torch.Tensor:
@@ -103,9 +97,16 @@ def segmenter_name(segmenter: Any) -> str:
     return type(segmenter).__name__
 
 
-def check_concepts(segmenter: Any) -> tuple[list[str], list[str]]:
-    """The segmenter's ``concepts`` and ``categories``, checked by ``segment.check_segmenter``."""
+def check_concepts(segmenter: Any, images: str = "input") -> tuple[list[str], list[str]]:
+    """The segmenter's ``concepts`` and ``categories``, checked by ``segment.check_segmenter``; labels
+    read from the data (``segment.DataLabels``) cannot label a generator's images."""
     check_segmenter(segmenter)
+    if images == "output" and not callable(getattr(segmenter, "segment", None)):
+        raise ValueError(
+            f"{segmenter_name(segmenter)} reads labels from the data (segment_batch), but a generator's images "
+            f"(images='output') must be segmented: pass a segmenter of images (with segment(images)), e.g. "
+            f"toyworld.load_segmenter() or segment.ColorSegmenter()"
+        )
     return [str(c) for c in segmenter.concepts], [str(c) for c in segmenter.categories]
 
 
@@ -148,22 +149,20 @@ def data_fingerprint(data: Any) -> str:
 
 
 def segmenter_fingerprint(segmenter: Any) -> str:
-    """Cache key of a segmenter: its type, concepts, categories, plain settings and weights.
+    """Cache key of a segmenter: its type, concepts, categories, settings and weights.
 
-    Weights are those of the segmenter itself if it is an ``nn.Module``, and of
-    every ``nn.Module`` held in its attributes (e.g. a wrapped FCN).
+    Settings are the segmenter's attributes as :func:`~netdissect_widgets._fingerprint.settings_of`
+    reads them: plain values, lists, tuples and dicts of them, tensors and arrays (by bytes), the
+    weights and structure of every ``nn.Module`` (the segmenter itself if it is one, and those
+    held in its attributes, e.g. a wrapped FCN), functions by name. Not covered: the contents of
+    other objects it holds (only their type) and the code of its methods; pass ``cache_key=`` to
+    ``dissect`` when those change.
     """
     parts: list[Any] = [type(segmenter).__module__, type(segmenter).__qualname__]
     parts += [list(map(str, segmenter.concepts)), list(map(str, segmenter.categories))]
     if isinstance(segmenter, nn.Module):
         parts.append(model_fingerprint(segmenter))
-    for key, value in sorted(vars(segmenter).items()):
-        if key.startswith("__"):
-            continue
-        if isinstance(value, nn.Module):
-            parts.append([key, model_fingerprint(value)])
-        elif isinstance(value, (int, float, str, bool)) or value is None:
-            parts.append([key, value])
-        elif isinstance(value, (tuple, list)) and all(isinstance(v, (int, float, str, bool)) for v in value):
-            parts.append([key, list(value)])
+    else:
+        attrs = getattr(segmenter, "__dict__", {})
+        parts.append({key: settings_of(value) for key, value in sorted(attrs.items()) if not key.startswith("__")})
     return fingerprint(*parts)

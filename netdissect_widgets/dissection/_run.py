@@ -26,12 +26,13 @@ from torch import nn
 from .._device import module_device
 from .._fingerprint import fingerprint, model_fingerprint
 from ..hooks import get_layer
-from . import _data
+from . import _data, _sharded
 from ._cache import PASS_VERSION, commit_pass, load_pass, load_result, save_result
-from .._heap import steady_heap
-from ._pass import collect, few_threads
+from ._pass import collect
+from .backends import BACKENDS, Backend, choose_backend
 from ._stats import HIST_BINS, finish, sample_positions
-from .result import Dissection, level_phrase
+from ._words import level_phrase
+from .result import Dissection
 
 RESULT_VERSION = 2
 
@@ -56,6 +57,9 @@ def dissect(
     thumb_size: int = 128,
     store_dtype: str = "float16",
     level_sample: int | None = None,
+    backend: str | Backend = "auto",
+    cache_key: Any = None,
+    max_store_bytes: int | None = None,
 ) -> Dissection:
     """Dissect one layer: label every unit with the concept its activation region matches best.
 
@@ -126,6 +130,14 @@ def dissect(
         per image (faster; the regions and IoUs are then exact for the estimated
         levels). The achieved top fraction of pixels is measured either way and
         reported in ``config["top_fraction_rel_error"]``.
+    max_store_bytes : int, optional
+        Bound on what the dissection keeps. When the one pass would store more
+        (activations + segmentations, see ``cache_dir``), or when
+        ``torch.distributed`` is initialised (torchrun: each rank reads its own
+        shard, every rank returns the same result), dissect streams instead: two or
+        more passes over the data, the same levels, IoU, labels and top images bit
+        for bit (histograms then count every upsampled value). See
+        :mod:`netdissect_widgets.dissection._sharded`.
 
     Returns
     -------
@@ -149,11 +161,13 @@ def dissect(
     if not isinstance(layer, str):
         raise TypeError(f"layer must be a layer name (str), got {type(layer).__name__}")
     get_layer(model, layer)  # KeyError with close names
-    concepts, categories = _data.check_concepts(segmenter)
+    concepts, categories = _data.check_concepts(segmenter, cfg["images"])
     loader = _data.make_loader(data, cfg["batch_size"], cfg["num_workers"])
     seg_size = _check_seg_size(seg_size)
     rf = _check_receptive_field(receptive_field)
 
+    device = module_device(model)
+    engine = choose_backend(backend, device)
     model_fp = model_fingerprint(model)
     pass_key = fingerprint(
         "dissect-pass", PASS_VERSION, model_fp, layer, cfg["images"], _data.data_fingerprint(loader),
@@ -162,6 +176,10 @@ def dissect(
     result_key = fingerprint("dissect-result", RESULT_VERSION, pass_key, cfg["level"], cfg["iou_threshold"], cfg["k"], rf,
                              cfg["level_sample"])
     cache = Path(cache_dir) if cache_dir is not None else None
+    # bounded memory, or several processes (torchrun): the streamed engine (SCALE, _sharded.py)
+    if _sharded.wanted(max_store_bytes, model, layer, loader, segmenter, cfg, len(concepts), seg_size):
+        return _sharded.dissect_streamed(model, layer, loader, segmenter, cfg, concepts, categories, seg_size, rf,
+                                         result_key, model_fp, cache, progress, max_store_bytes, engine)
 
     if cache is not None:
         found = load_result(cache / f"dissection-{result_key[:24]}", result_key)
@@ -179,7 +197,7 @@ def dissect(
             work = Path(tmp_owner.name)
         try:
             t0 = time.perf_counter()
-            stored = collect(model, layer, loader, segmenter, cfg, len(concepts), seg_size, work, progress)
+            stored = collect(model, layer, loader, segmenter, cfg, len(concepts), seg_size, work, progress, engine)
             timings["pass_s"] = round(time.perf_counter() - t0, 4)
             if cache is not None:
                 commit_pass(stored, work, cache / f"pass-{pass_key[:24]}", pass_key)
@@ -197,9 +215,7 @@ def dissect(
                                   f"upsampled positions per image",
                       level_meaning=level_phrase(cfg["level"]), units="0-based")
         t0 = time.perf_counter()
-        with steady_heap(), few_threads(module_device(model)) as workers:
-            result = finish(stored, cfg, rf, concepts, categories, config, result_key, model_fp,
-                             module_device(model), workers)
+        result = finish(stored, cfg, rf, concepts, categories, config, result_key, model_fp, device, engine)
         timings["stats_s"] = round(time.perf_counter() - t0, 4)
         result.config["timings"] = timings
     finally:

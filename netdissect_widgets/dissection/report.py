@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._io import atomic_write
 from .render import runner_ups
-from .result import level_phrase
+from ._words import level_phrase
 
 if TYPE_CHECKING:  # pragma: no cover
     from .result import Dissection

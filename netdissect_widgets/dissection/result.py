@@ -26,6 +26,7 @@ import torch
 
 from .._io import load_json, load_npz, save_json, save_npz
 from . import render
+from ._words import level_phrase  # (also imported from here by other modules)
 
 FORMAT_VERSION = 1
 _ARRAYS = (
@@ -46,11 +47,6 @@ class UnitLabel:
     category: str
     iou: float
     matched: bool
-
-
-def level_phrase(level: float) -> str:
-    """``"level 0.99 = top 1% of pixels"``: how the level is explained in every output."""
-    return f"level {level:g} = top {100 * (1 - level):.3g}% of pixels"
 
 
 class Dissection:

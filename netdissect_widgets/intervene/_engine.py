@@ -20,8 +20,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
-
+from .._batches import ordered_loader
 from ..hooks import Trace, TraceDict
 
 
@@ -54,16 +53,10 @@ def split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def batches(data: Any, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield ``(images, labels)`` from a DataLoader, or from a Dataset/sequence batched in order."""
-    if isinstance(data, DataLoader):
-        loader = data
-    elif isinstance(data, Dataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=0)
-    else:
-        raise TypeError(f"data must be a torch Dataset or DataLoader yielding (image, label, ...), "
-                        f"got {type(data).__name__}")
+    """Yield ``(images, labels)`` from a DataLoader, or from a Dataset/sequence batched in order
+    (:func:`netdissect_widgets._batches.ordered_loader`, the package's one batch reader)."""
+    loader = ordered_loader(data, batch_size, who="this intervention", yields="(image, label, ...) tuples",
+                            require_order=False)
     for batch in loader:
         yield split_batch(batch)
 

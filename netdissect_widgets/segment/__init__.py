@@ -15,11 +15,12 @@ Provided here:
   (``TorchvisionSegmenter.deeplabv3(path)`` for DeepLabV3 with the 21 VOC classes).
 
 The toy world brings its own: ``toyworld.load_segmenter()`` (a trained network)
-and ``toyworld.GroundTruthSegmenter()`` (the renderer's exact labels).
+and ``toyworld.GroundTruthSegmenter()`` (the renderer's exact labels: a
+:class:`DataLabels`, read from each batch, not a segmenter of images).
 """
 from __future__ import annotations
 
-from .base import CATEGORIES, Segmenter, check_segmenter
+from .base import CATEGORIES, DataLabels, Segmenter, check_segmenter, reads_labels_from_data
 from .color import COLOR_NAMES, ColorSegmenter
 from .tv_adapter import VOC_CLASSES, TorchvisionSegmenter
 
@@ -28,7 +29,9 @@ __all__ = [
     "COLOR_NAMES",
     "VOC_CLASSES",
     "ColorSegmenter",
+    "DataLabels",
     "Segmenter",
     "TorchvisionSegmenter",
     "check_segmenter",
+    "reads_labels_from_data",
 ]

@@ -13,11 +13,16 @@ A *segmenter* is any object with three members:
     ids. ``L`` label channels let one pixel carry several concepts (an object, a
     part, a material and a colour); 0 = no label.
 
-A segmenter that reads exact labels from the data instead of computing them
-(the toy world's ground truth) may also define ``segment_batch(batch) -> seg``.
+Labels *read from the data* (ground truth, e.g. the toy world's renderer draws
+them beside each image) are another thing: a :class:`DataLabels` has the same
+``concepts`` and ``categories`` and ``segment_batch(batch) -> seg``, which takes
+them from a batch of the dataset. It cannot label images it has not seen (a
+generator's output), so it has no ``segment``. :func:`reads_labels_from_data`
+tells the two apart; ``dissect`` reads the labels from the data when it can.
 
-No base class is needed: :class:`Segmenter` is a ``typing.Protocol``, so
-``isinstance(obj, Segmenter)`` is true for any object that has the members.
+No base class is needed: :class:`Segmenter` and :class:`DataLabels` are
+``typing.Protocol`` s, so ``isinstance(obj, Segmenter)`` is true for any object
+that has the members.
 :func:`check_segmenter` checks the members and (optionally) one returned
 segmentation, and raises a ValueError that names the segmenter and says what
 was expected; :func:`netdissect_widgets.dissect` calls it on the first batch.
@@ -29,7 +34,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["Segmenter", "check_segmenter", "CATEGORIES"]
+__all__ = ["Segmenter", "DataLabels", "check_segmenter", "reads_labels_from_data", "CATEGORIES"]
 
 #: Category names a concept may have ("-" only for concept 0, "no label").
 CATEGORIES: tuple[str, ...] = ("object", "part", "material", "color")
@@ -45,6 +50,25 @@ class Segmenter(Protocol):
     def segment(self, images: torch.Tensor) -> torch.Tensor:
         """Label ``(N, 3, H, W)`` images in [-1, 1] with ``(N, L, H', W')`` int64 concept ids (0 = none)."""
         ...
+
+
+@runtime_checkable
+class DataLabels(Protocol):
+    """Labels read from the data, not computed from images: ``concepts``, ``categories`` and
+    ``segment_batch(batch)`` (see the module docstring)."""
+
+    concepts: list[str]
+    categories: list[str]
+
+    def segment_batch(self, batch: Any) -> torch.Tensor:
+        """The ``(N, L, H, W)`` int64 concept ids (0 = none) that a batch of the dataset carries."""
+        ...
+
+
+def reads_labels_from_data(obj: Any) -> bool:
+    """True for a :class:`DataLabels` (it has ``segment_batch(batch)``): dissect then takes the labels
+    from each batch of a classifier's data instead of segmenting the images."""
+    return callable(getattr(obj, "segment_batch", None))
 
 
 def _name_of(segmenter: Any, name: str | None) -> str:
@@ -66,7 +90,8 @@ def _check_members(segmenter: Any, who: str) -> int:
     if not has_segment and not callable(getattr(segmenter, "segment_batch", None)):
         raise ValueError(
             f"{who} is not a segmenter: it has no segment(images) method "
-            f"(expected segment(images (N, 3, H, W) in [-1, 1]) -> (N, L, H, W) int64)."
+            f"(expected segment(images (N, 3, H, W) in [-1, 1]) -> (N, L, H, W) int64), nor "
+            f"segment_batch(batch) (labels read from the data)."
         )
     concepts = segmenter.concepts
     if isinstance(concepts, str) or not isinstance(concepts, Sequence):
@@ -112,12 +137,13 @@ def check_segmenter(
     images: torch.Tensor | None = None,
     name: str | None = None,
 ) -> None:
-    """Check that ``segmenter`` follows the :class:`Segmenter` interface, and optionally one result.
+    """Check that ``segmenter`` follows the :class:`Segmenter` or the :class:`DataLabels` interface,
+    and optionally one result.
 
     Parameters
     ----------
     segmenter : object
-        The segmenter to check.
+        The segmenter (or labels read from the data) to check.
     seg : Tensor, optional
         A segmentation it returned; checked to be int64 ``(N, L, H, W)`` with ids
         in ``[0, len(segmenter.concepts))``.

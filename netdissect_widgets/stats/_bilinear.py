@@ -12,7 +12,7 @@ form a *block*; a block's values are convex combinations of its 4 corner cells,
 and a bilinear function on a rectangle is largest at one of its corners, so a
 block's maximum is the max of its 4 corner pixels. :class:`Upsampler` computes
 values for any chosen blocks with exactly the same float operations as its
-dense ``__call__`` (bit-identical), which :mod:`netdissect_widgets.dissection._compute`
+dense ``__call__`` (bit-identical), which :mod:`netdissect_widgets.dissection.backends`
 relies on.
 
 Two conventions (``convention=``, the same tables either way, so every consumer

@@ -1,10 +1,11 @@
-"""``GroundTruthSegmenter``: the renderer's exact labels, as a segmenter.
+"""``GroundTruthSegmenter``: the renderer's exact labels, read from the data.
 
 Dissecting a toy-world model does not need a trained segmenter: the scenes come
-with pixel-exact labels. This segmenter follows the ``Segmenter`` protocol
-(``concepts``, ``categories``) but cannot label arbitrary images; it reads the
-labels from the batch instead (``segment_batch``), which ``dissect`` uses when a
-segmenter provides it.
+with pixel-exact labels. This is a ``segment.DataLabels`` (``concepts``,
+``categories``, ``segment_batch(batch)``), not a segmenter of images: it reads
+the labels from each batch of a ``SceneDataset``, and has no ``segment(images)``
+(it cannot label images it has not drawn, such as a generator's outputs: use
+``toyworld.load_segmenter()`` for those).
 
 >>> from netdissect_widgets.toyworld import GroundTruthSegmenter, SceneDataset
 >>> from torch.utils.data import DataLoader
@@ -22,20 +23,12 @@ from .concepts import CHANNELS, CONCEPTS
 
 
 class GroundTruthSegmenter:
-    """Segmenter that returns the toy world's own labels (batch element 2)."""
+    """The toy world's own labels (batch element 2): labels read from the data (``segment.DataLabels``)."""
 
     def __init__(self) -> None:
         self.concepts: list[str] = CONCEPTS.names
         self.categories: list[str] = CONCEPTS.categories
         self.channels: tuple[str, ...] = CHANNELS
-
-    def segment(self, images: torch.Tensor) -> torch.Tensor:
-        """Not possible: raises ``TypeError`` (use :meth:`segment_batch`)."""
-        raise TypeError(
-            "GroundTruthSegmenter cannot segment images on their own: it returns the labels the "
-            "toy-world renderer drew. Call segment_batch(batch) with a batch from a SceneDataset "
-            "(image, label, seg), or use toyworld.load_segmenter() to segment arbitrary images "
-            "(e.g. generator outputs).")
 
     def segment_batch(self, batch: Sequence[Any]) -> torch.Tensor:
         """The labels ``batch[2]`` of a ``SceneDataset`` batch, checked: ``(N, 4, H, W)`` int64."""

@@ -81,8 +81,12 @@ def test_ground_truth_segmenter():
     batch = next(iter(DataLoader(SceneDataset(4), batch_size=4)))
     assert seg_model.segment_batch(batch) is batch[2]
     assert seg_model.segment_batch(batch).shape == (4, 4, 64, 64)
-    with pytest.raises(TypeError, match="segment_batch"):
-        seg_model.segment(batch[0])
+    # labels read from the data, not a segmenter of images (it has no segment(images) to raise from)
+    from netdissect_widgets.segment import DataLabels, Segmenter, check_segmenter, reads_labels_from_data
+
+    assert isinstance(seg_model, DataLabels) and not isinstance(seg_model, Segmenter)
+    assert reads_labels_from_data(seg_model)
+    check_segmenter(seg_model, seg_model.segment_batch(batch), batch[0])
     images, labels, seg = batch
     with pytest.raises(ValueError, match="int64"):
         seg_model.segment_batch((images, labels, seg.to(torch.int32)))
