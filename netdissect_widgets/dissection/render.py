@@ -158,6 +158,76 @@ def runner_ups(d: "Dissection", unit: int, n: int = 2) -> list[tuple[str, str, f
     return [t for t in d.top_concepts(unit, n=n + 1) if t[0] != label][:n]
 
 
+def _new_figure(width: float, height: float, scale: float) -> Any:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width * scale, height * scale), dpi=100)
+
+
+def heatmap_figure(d: "Dissection", unit: int, rank: int, size: int = 160, scale: float = 1.0) -> Any:
+    """The unit's activation on its ``rank``-th top image (:func:`heatmap`) with a colour bar in
+    activation units and the unit's level marked on it; returns the Figure."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    image = heatmap(d, unit, rank, size)
+    top = max(float(d.topk_values[unit, 0]), float(d.levels[unit]), 1e-12)
+    fig = _new_figure(2.9, 2.3, scale)
+    ax = fig.add_axes((0.02, 0.1, 0.68, 0.8))
+    ax.imshow(np.asarray(image))
+    ax.set_axis_off()
+    ax.set_title(f"top image {rank} (0 = best)", fontsize=9 * scale)
+    cax = fig.add_axes((0.76, 0.1, 0.05, 0.8))
+    bar = fig.colorbar(ScalarMappable(Normalize(0.0, top), cmap="inferno"), cax=cax)
+    level = float(d.levels[unit])
+    bar.ax.axhline(level, color="#00bcd4", lw=2)
+    bar.ax.tick_params(labelsize=7 * scale)
+    bar.set_label(f"activation (cyan: level {level:.3g})", fontsize=7 * scale)
+    return fig
+
+
+def concept_bars_figure(d: "Dissection", unit: int, n: int = 8, scale: float = 1.0) -> Any:
+    """Bar chart of the unit's ``n`` best concepts by IoU (the label first), the match threshold dotted."""
+    best = d.top_concepts(unit, n=n)
+    fig = _new_figure(3.4, 2.4, scale)
+    ax = fig.add_subplot(1, 1, 1)
+    names = [str(c) for c, _cat, _iou in best][::-1]
+    ious = [float(v) for _c, _cat, v in best][::-1]
+    colours = [CATEGORY_COLORS.get(str(cat), "#8172B3") for _c, cat, _v in best][::-1]
+    ax.barh(range(len(names)), ious, color=colours)
+    for y, v in enumerate(ious):
+        ax.text(v, y, f" {v:.3f}", va="center", fontsize=7 * scale)
+    ax.set_yticks(range(len(names)))
+    ax.set_yticklabels(names, fontsize=8 * scale)
+    ax.axvline(d.iou_threshold, color="#444", ls=":", lw=1)
+    ax.set_xlim(0, max(ious + [d.iou_threshold]) * 1.3 or 1.0)
+    ax.set_xlabel("IoU (dotted: match threshold)", fontsize=8 * scale)
+    ax.set_title(f"unit {unit}: best concepts (label and runner-ups)", fontsize=9 * scale)
+    ax.tick_params(axis="x", labelsize=7 * scale)
+    fig.tight_layout()
+    return fig
+
+
+def histogram_figure(d: "Dissection", unit: int, scale: float = 1.0) -> Any:
+    """The unit's activation histogram (log counts) with its level marked."""
+    counts = np.asarray(d.hist_counts[unit], dtype=float)
+    edges = np.asarray(d.hist_edges[unit], dtype=float)
+    level = float(d.levels[unit])
+    fig = _new_figure(3.4, 2.4, scale)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.stairs(counts, edges, fill=True, color="#9bb0d3")
+    ax.axvline(level, color="#c00", lw=1.5, label=f"level {d.level:g} = {level:.3g}")
+    if counts.max(initial=0) > 0:
+        ax.set_yscale("log")
+    ax.set_xlabel("activation", fontsize=8 * scale)
+    ax.set_ylabel("count", fontsize=8 * scale)
+    ax.set_title(f"unit {unit}: activation histogram", fontsize=9 * scale)
+    ax.legend(fontsize=7 * scale)
+    ax.tick_params(labelsize=7 * scale)
+    fig.tight_layout()
+    return fig
+
+
 def concept_chart(d: "Dissection", ax: Any = None) -> Any:
     """Bar chart of matched units per concept, coloured by category; returns the Figure."""
     from matplotlib.figure import Figure

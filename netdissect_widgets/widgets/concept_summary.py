@@ -10,7 +10,9 @@
 
 The chart is the paper's bar chart (``Dissection.concept_chart``: one bar per
 concept with at least one matched unit, coloured by its category), rendered with
-matplotlib's Agg backend outside pyplot and sent as PNG bytes. Under it, a table
+matplotlib's Agg backend outside pyplot and sent as PNG bytes, with a transparent
+background that the shared style sheet inverts in a dark theme (``_base``).
+``projector=True`` (or the toggle) draws it bigger. Under it, a table
 of category totals (concepts and units per category), and the number of units
 that match no concept (best IoU not above the dissection's ``iou_threshold``).
 
@@ -27,11 +29,11 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from ipywidgets import HTML, Image, Layout, VBox
+from ipywidgets import HTML
 
+from ._base import WidgetBase, chart_image, chart_png
 from ._checks import check_dissection
-from ._errors import ErrorArea
-from ._png import category_color, figure_png, new_figure
+from ._png import category_color, new_figure
 
 __all__ = ["ConceptSummary", "category_totals"]
 
@@ -49,7 +51,7 @@ def category_totals(dissection: Any) -> dict[str, tuple[int, int]]:
     return {k: (v[0], v[1]) for k, v in sorted(totals.items(), key=lambda kv: (-kv[1][1], kv[0]))}
 
 
-class ConceptSummary(VBox):
+class ConceptSummary(WidgetBase):
     """Bar chart of matched units per concept (coloured by category) and category totals.
 
     Parameters
@@ -60,10 +62,11 @@ class ConceptSummary(VBox):
         Figure size in inches (default: grows with the number of concepts).
     """
 
-    def __init__(self, dissection: Any, *, width: float | None = None, height: float = 3.0, **kwargs: Any) -> None:
+    def __init__(self, dissection: Any, *, width: float | None = None, height: float = 3.0,
+                 projector: bool = False, **kwargs: Any) -> None:
         check_dissection(dissection, "ConceptSummary")
+        super().__init__(projector=projector, **kwargs)
         self.dissection = dissection
-        self.errors = ErrorArea()
         counts = {c: n for c, n in dissection.concept_counts().items() if n > 0}
         self.counts = counts
         self.totals = category_totals(dissection)
@@ -77,14 +80,14 @@ class ConceptSummary(VBox):
             f"= top {100 * (1 - level):.3g}% of pixels); {total - matched} units match none"
         )
         self.title.add_class("ndw-summary-title")
-        self.chart = Image(format="png", layout=Layout(max_width="100%"))
+        self.chart = chart_image(max_width="100%")
         self.chart.add_class("ndw-concept-chart")
         self.table = HTML(self._table_html())
         self.table.add_class("ndw-category-totals")
-        super().__init__([self.title, self.errors.widget, self.chart, self.table], **kwargs)
+        self._layout(self.title, [self.chart, self.table])
         self.add_class("ndw-concept-summary")
-        fig_width = width if width is not None else min(16.0, max(4.0, 0.35 * len(counts) + 1.5))
-        self.errors.guard(self._draw, "concept chart")(fig_width, height)
+        self._size = (width if width is not None else min(16.0, max(4.0, 0.35 * len(counts) + 1.5)), height)
+        self.guard(self._draw, "concept chart")()
 
     @classmethod
     def from_dissect(cls, model: Any, layer: str, data: Any, segmenter: Any, **kwargs: Any) -> "ConceptSummary":
@@ -94,11 +97,15 @@ class ConceptSummary(VBox):
         kwargs.setdefault("progress", True)
         return cls(dissect(model, layer, data, segmenter, **kwargs))
 
-    def _draw(self, width: float, height: float) -> None:
-        fig = new_figure(width, height)
+    def _draw(self) -> None:
+        width, height = self._size
+        fig = new_figure(width, height, dpi=round(100 * self.scale))
         ax = fig.add_subplot(1, 1, 1)
         self.dissection.concept_chart(ax=ax)
-        self.chart.value = figure_png(fig)
+        self.chart.value = chart_png(fig)
+
+    def _on_projector(self) -> None:
+        self._draw()
 
     def _table_html(self) -> str:
         rows = "".join(

@@ -6,42 +6,50 @@
     d = dissect(model, "conv5", data, segmenter)
     UnitBrowser(d)
 
-Each tile shows the unit number (0-based, and says so), its concept label,
-the concept's category, the IoU, and the unit's top-activating images with the
-region above the unit's threshold outlined (``Dissection.unit_strip``). Tiles
-are sorted by unit, IoU, concept or category; filtered by category, by concept
-text (substring, case-insensitive) and by minimum IoU; and shown one page at a
-time. The page's tile widgets are reused and their images cached, so a page
-switch only swaps values inside one ``hold_sync()``.
+Each tile shows the unit number (units are numbered from 0, said once in the
+header), its concept label, the concept's category, the IoU, the runner-up
+concepts with their IoUs (a label that wins by a hair is a close call), and the
+unit's top-activating images with the region above the unit's threshold outlined
+(``Dissection.unit_strip``). Tiles are sorted by unit, IoU, concept or category;
+filtered by category, by concept text (substring, case-insensitive, acting while
+you type) and by minimum IoU; and shown one page at a time. When no unit passes
+the filters a message says which filters hide them. The page's tile widgets are
+reused and their images cached, so a page switch only swaps values inside one
+``hold_sync()``. What is shown is a :class:`~._state.BrowserView` (plain state,
+tested without a browser); the widget forwards its controls to it.
 
-Clicking a tile's button opens the detail view: more top images, the unit's
-activation heatmap on a chosen top image (``Dissection.heatmap``), a bar chart
-of its best concepts by IoU, and its activation histogram with the threshold
-marked (matplotlib, Agg, no pyplot).
+Clicking anywhere on a tile (its images included) opens the detail view: more
+top images, the unit's activation heatmap on a chosen top image with a colour
+bar, a bar chart of its best concepts by IoU, and its activation histogram with
+the threshold marked -- all drawn by ``dissection.render`` (theme-aware chart
+images). ``projector=True`` (or the "projector" toggle) renders bigger thumbnails,
+charts and fonts.
 
 Widget state (synced traitlets): ``sort_by``, ``category``, ``concept_filter``,
-``min_iou``, ``page``, ``page_size``, ``selected_unit``.
+``min_iou``, ``page``, ``page_size``, ``selected_unit``, ``projector``.
 
 CSS classes (stable, for browser tests)
 ---------------------------------------
 ``ndw-unit-browser``     the whole widget
 ``ndw-sort``             sort Dropdown (unit / iou / concept / category)
 ``ndw-filter-category``  category filter Dropdown ("all" or one category)
-``ndw-filter-concept``   concept text filter (Text, applied on Enter / blur)
+``ndw-filter-concept``   concept text filter (Text, applied while typing)
 ``ndw-filter-iou``       minimum IoU FloatSlider
 ``ndw-page-prev``        previous page Button
 ``ndw-page-next``        next page Button
 ``ndw-page-label``       "page p of n (m units)" HTML
 ``ndw-unit-grid``        GridBox holding the tiles
+``ndw-empty``            HTML: the message shown when no unit passes the filters
 ``ndw-unit-tile``        one tile (VBox); hidden tiles have ``display: none``
-``ndw-unit-title``       a tile's HTML header (unit, concept, category, IoU)
+``ndw-unit-title``       a tile's HTML header (unit, concept, category, IoU, runner-ups)
 ``ndw-unit-images``      a tile's Image of top images
-``ndw-unit-open``        a tile's Button that opens the detail view
+``ndw-unit-open``        a tile's Button "unit N details", stretched over the whole tile (a click
+                         on the images lands on it)
 ``ndw-detail``           the detail view (VBox, hidden until a unit is selected)
 ``ndw-detail-title``     detail header HTML
 ``ndw-detail-top``       detail Image of more top images
 ``ndw-detail-rank``      IntSlider choosing which top image the heatmap shows
-``ndw-detail-heatmap``   Image of the unit's activation heatmap
+``ndw-detail-heatmap``   Image: the unit's activation heatmap with a colour bar
 ``ndw-detail-concepts``  Image: bar chart of the unit's best concepts by IoU
 ``ndw-detail-hist``      Image: activation histogram with the threshold marked
 ``ndw-detail-close``     Button that closes the detail view
@@ -55,47 +63,47 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-from ipywidgets import (
-    HTML,
-    Button,
-    Dropdown,
-    FloatSlider,
-    GridBox,
-    HBox,
-    Image,
-    IntSlider,
-    Layout,
-    Text,
-    VBox,
-)
+from ipywidgets import HTML, Button, Dropdown, FloatSlider, GridBox, HBox, Image, IntSlider, Layout, Text, VBox
 from traitlets import Float, Int, TraitError, Unicode, link, observe, validate
 
+from ..dissection import render
+from ._base import MUTED, WidgetBase, chart_image, chart_png
 from ._checks import check_dissection
-from ._errors import Callbacks, ErrorArea
-from ._png import category_color, figure_png, new_figure, png_bytes
+from ._errors import Callbacks
+from ._png import category_color, figure_png, png_bytes
+from ._state import ALL, SORT_KEYS, BrowserView
 
 __all__ = ["UnitBrowser", "SORT_KEYS"]
 
-SORT_KEYS = ("unit", "iou", "concept", "category")
-_ALL = "all"
+# the tile's button covers the whole tile: a click on the images opens the detail view
+_TILE_CSS = """
+.ndw-unit-tile { position: relative; }
+.ndw-unit-tile:hover { outline: 2px solid var(--jp-brand-color1, #1976d2); }
+.ndw-unit-tile .ndw-unit-open { position: absolute !important; inset: 0; width: 100% !important;
+  height: 100% !important; margin: 0 !important; opacity: 0; cursor: pointer; z-index: 1; }
+.ndw-unit-tile .ndw-unit-open:focus-visible { opacity: 0.15; }
+.ndw-unit-title .widget-html-content { overflow-wrap: anywhere; }
+"""
 
 
-def _tile_title(label: Any, threshold: float) -> str:
+def _tile_title(label: Any, threshold: float, runners: list[tuple[str, str, float]]) -> str:
     concept = html.escape(str(label.concept))
     category = html.escape(str(label.category))
     colour = category_color(str(label.category))
-    match = "" if label.matched else f' <span style="color:#999" title="IoU not above {threshold:g}">(weak)</span>'
+    match = "" if label.matched else \
+        f' <span style="color:{MUTED}" title="IoU not above {threshold:g}">(weak)</span>'
+    runner = ", ".join(f"{html.escape(str(c))} {iou:.3f}" for c, _cat, iou in runners)
     return (
         f'<div style="line-height:1.3"><b>unit {int(label.unit)}</b> '
-        f'<span style="color:#888;font-size:11px">(0-based)</span><br>'
         f'<span style="color:{colour};font-weight:bold">{concept}</span> '
-        f'<span style="color:#666">{category}</span> IoU {float(label.iou):.3f}{match}</div>'
+        f'<span style="color:{MUTED}">{category}</span> IoU {float(label.iou):.3f}{match}'
+        + (f'<br><small style="color:{MUTED}">runner-up: {runner}</small>' if runner else "")
+        + "</div>"
     )
 
 
 class _Tile(VBox):
-    """One unit's tile: header, strip of top images, and an "open" button."""
+    """One unit's tile: header, strip of top images, and a button over the whole tile."""
 
     def __init__(self, thumb_width: int) -> None:
         self.unit: int | None = None
@@ -103,16 +111,19 @@ class _Tile(VBox):
         self.title.add_class("ndw-unit-title")
         self.image = Image(format="png", layout=Layout(width=f"{thumb_width}px"))
         self.image.add_class("ndw-unit-images")
-        self.button = Button(description="details", layout=Layout(width="140px"))
+        self.button = Button(description="details")
         self.button.add_class("ndw-unit-open")
-        super().__init__(
-            [self.title, self.image, self.button],
-            layout=Layout(border="1px solid #ddd", padding="4px", width=f"{thumb_width + 14}px"),
-        )
+        super().__init__([self.title, self.image, self.button],
+                         layout=Layout(border="1px solid var(--jp-border-color2, #ddd)", padding="4px",
+                                       width=f"{thumb_width + 14}px"))
         self.add_class("ndw-unit-tile")
 
+    def resize(self, thumb_width: int) -> None:
+        self.image.layout.width = f"{thumb_width}px"
+        self.layout.width = f"{thumb_width + 14}px"
 
-class UnitBrowser(VBox):
+
+class UnitBrowser(WidgetBase):
     """Browse every unit of a dissected layer as tiles, with a detail view.
 
     Parameters
@@ -124,11 +135,13 @@ class UnitBrowser(VBox):
     n_images : int
         Top images per tile (default 3).
     thumb_size : int
-        Size in px of one top image in a tile (default 72).
+        Size in px of one top image in a tile (default 96; times 1.6 in projector mode).
     detail_images : int
         Top images in the detail view (default 10).
     columns : int
         Tiles per row (default 4).
+    projector : bool
+        Start in projector mode (bigger thumbnails, charts and fonts).
 
     Examples
     --------
@@ -140,7 +153,7 @@ class UnitBrowser(VBox):
     sort_by = Unicode("unit", help="tile order: 'unit' (ascending), 'iou' (descending), 'concept' or 'category'").tag(
         sync=True
     )
-    category = Unicode(_ALL, help="show only units whose label has this category ('all' = no filter)").tag(sync=True)
+    category = Unicode(ALL, help="show only units whose label has this category ('all' = no filter)").tag(sync=True)
     concept_filter = Unicode("", help="show only units whose concept contains this text (case-insensitive)").tag(
         sync=True
     )
@@ -157,9 +170,10 @@ class UnitBrowser(VBox):
         *,
         page_size: int = 24,
         n_images: int = 3,
-        thumb_size: int = 72,
+        thumb_size: int = 96,
         detail_images: int = 10,
         columns: int = 4,
+        projector: bool = False,
         **kwargs: Any,
     ) -> None:
         check_dissection(dissection, "UnitBrowser")
@@ -167,34 +181,38 @@ class UnitBrowser(VBox):
                             ("columns", columns)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"UnitBrowser: {name} must be a positive int, got {value!r}")
+        super().__init__(projector=projector, **kwargs)
         self.dissection = dissection
         self.n_images = n_images
         self.thumb_size = thumb_size
         self.detail_images = detail_images
         self._labels = list(dissection.labels)
+        self.view = BrowserView(self._labels, page_size=24)
         self._threshold = float(getattr(dissection, "iou_threshold", 0.04))
-        self._strips: OrderedDict[int, bytes] = OrderedDict()
+        self._strips: OrderedDict[tuple[int, int], bytes] = OrderedDict()
         self._strip_cache_size = 2048
-        self.errors = ErrorArea()
+        self._runners: dict[int, list[tuple[str, str, float]]] = {}
         self._on_select = Callbacks(self.errors, "on_select")
-        self._order: list[int] = []
         self.tiles: list[_Tile] = []
+        self.style_sheet.value += f"<style>{_TILE_CSS}</style>"
 
-        categories = sorted({str(lab.category) for lab in self._labels})
         max_iou = max([float(lab.iou) for lab in self._labels] + [0.0])
-        guard = self.errors.guard
+        guard = self.guard
+        wide = {"description_width": "initial"}
 
         # controls
-        self.sort_control = Dropdown(options=list(SORT_KEYS), description="sort by", layout=Layout(width="200px"))
+        self.sort_control = Dropdown(options=list(SORT_KEYS), description="sort by", style=wide,
+                                     layout=Layout(width="180px"))
         self.sort_control.add_class("ndw-sort")
-        self.category_control = Dropdown(options=[_ALL] + categories, description="category",
-                                         layout=Layout(width="220px"))
+        self.category_control = Dropdown(options=[ALL] + self.view.categories, description="category", style=wide,
+                                         layout=Layout(width="200px"))
         self.category_control.add_class("ndw-filter-category")
-        self.concept_control = Text(placeholder="concept contains…", description="concept", continuous_update=False,
-                                    layout=Layout(width="240px"))
+        self.concept_control = Text(placeholder="type part of a concept", description="concept",
+                                    continuous_update=True, style=wide, layout=Layout(width="250px"))
         self.concept_control.add_class("ndw-filter-concept")
         self.iou_control = FloatSlider(min=0.0, max=max(round(max_iou + 0.005, 3), 0.01), step=0.005,
-                                       readout_format=".3f", description="min IoU", continuous_update=False)
+                                       readout_format=".3f", description="min IoU", continuous_update=False,
+                                       style=wide)
         self.iou_control.add_class("ndw-filter-iou")
         self.prev_button = Button(description="◀ prev", layout=Layout(width="80px"))
         self.prev_button.add_class("ndw-page-prev")
@@ -202,6 +220,8 @@ class UnitBrowser(VBox):
         self.next_button.add_class("ndw-page-next")
         self.page_label = HTML("")
         self.page_label.add_class("ndw-page-label")
+        self.empty = HTML("", layout=Layout(display="none"))
+        self.empty.add_class("ndw-empty")
         self.grid = GridBox(layout=Layout(grid_template_columns=f"repeat({columns}, max-content)", grid_gap="6px"))
         self.grid.add_class("ndw-unit-grid")
 
@@ -211,42 +231,40 @@ class UnitBrowser(VBox):
         self.detail_top = Image(format="png")
         self.detail_top.add_class("ndw-detail-top")
         n_show = self._n_maps()
-        self.rank_control = IntSlider(min=0, max=max(n_show - 1, 0), description="top image #",
+        self.rank_control = IntSlider(min=0, max=max(n_show - 1, 0), description="top image #", style=wide,
                                       continuous_update=False, disabled=n_show <= 1)
         self.rank_control.add_class("ndw-detail-rank")
-        self.detail_heatmap = Image(format="png", layout=Layout(width="160px"))
+        self.detail_heatmap = Image(format="png")  # a photograph: not inverted in a dark theme
         self.detail_heatmap.add_class("ndw-detail-heatmap")
-        self.detail_concepts = Image(format="png", layout=Layout(width="320px"))
+        self.detail_concepts = chart_image()
         self.detail_concepts.add_class("ndw-detail-concepts")
-        self.detail_hist = Image(format="png", layout=Layout(width="320px"))
+        self.detail_hist = chart_image()
         self.detail_hist.add_class("ndw-detail-hist")
-        self.close_button = Button(description="close", layout=Layout(width="80px"))
+        self.close_button = Button(description="close", icon="times", layout=Layout(width="90px"))
         self.close_button.add_class("ndw-detail-close")
         self.detail = VBox(
             [
-                HBox([self.detail_title, self.close_button]),
+                HBox([self.detail_title, self.close_button], layout=Layout(justify_content="space-between")),
                 self.detail_top,
-                HBox([VBox([self.rank_control, self.detail_heatmap]), self.detail_concepts, self.detail_hist]),
+                HBox([VBox([self.rank_control, self.detail_heatmap]), self.detail_concepts, self.detail_hist],
+                     layout=Layout(flex_flow="row wrap")),
             ],
-            layout=Layout(display="none", border="2px solid #4c72b0", padding="6px"),
+            layout=Layout(display="none", border="2px solid var(--jp-brand-color1, #4c72b0)", padding="6px"),
         )
         self.detail.add_class("ndw-detail")
 
         header = HTML(
-            f"<b>layer {html.escape(str(dissection.layer))}</b>: {len(self._labels)} units "
-            "(numbered from 0); label = best concept by IoU"
+            f"<b>layer {html.escape(str(dissection.layer))}</b>: {len(self._labels)} units, numbered from 0; "
+            "label = best concept by IoU. Click a tile for its details."
         )
-        super().__init__(
-            [
-                header,
-                HBox([self.sort_control, self.category_control, self.concept_control, self.iou_control]),
-                HBox([self.prev_button, self.page_label, self.next_button]),
-                self.errors.widget,
-                self.detail,
-                self.grid,
-            ],
-            **kwargs,
-        )
+        self._layout(header, [
+            HBox([self.sort_control, self.category_control, self.concept_control, self.iou_control],
+                 layout=Layout(flex_flow="row wrap")),
+            HBox([self.prev_button, self.page_label, self.next_button], layout=Layout(align_items="center")),
+            self.detail,
+            self.empty,
+            self.grid,
+        ])
         self.add_class("ndw-unit-browser")
 
         link((self, "sort_by"), (self.sort_control, "value"))
@@ -270,7 +288,7 @@ class UnitBrowser(VBox):
 
     @validate("category")
     def _valid_category(self, proposal: dict) -> str:
-        allowed = [_ALL] + sorted({str(lab.category) for lab in self._labels})
+        allowed = [ALL] + self.view.categories
         if proposal["value"] not in allowed:
             raise TraitError(f"category must be one of {allowed}, got {proposal['value']!r}")
         return proposal["value"]
@@ -292,8 +310,9 @@ class UnitBrowser(VBox):
     @validate("page")
     def _valid_page(self, proposal: dict) -> int:
         value = proposal["value"]
-        if not 0 <= value < self.num_pages:
-            raise TraitError(f"page must be in 0..{self.num_pages - 1} ({len(self._order)} units shown), got {value}")
+        if not 0 <= value < self.view.num_pages:
+            raise TraitError(f"page must be in 0..{self.view.num_pages - 1} ({len(self.view.order)} units shown), "
+                             f"got {value}")
         return value
 
     @validate("selected_unit")
@@ -305,15 +324,16 @@ class UnitBrowser(VBox):
 
     @observe("sort_by", "category", "concept_filter", "min_iou", "page_size")
     def _on_filter(self, _change: dict) -> None:
-        self.errors.guard(self._refilter, "filter")()
+        if hasattr(self, "view"):
+            self.guard(self._refilter, "filter")()
 
     @observe("page")
     def _on_page(self, _change: dict) -> None:
-        self.errors.guard(self._render_page, "page")()
+        self.guard(self._render_page, "page")()
 
     @observe("selected_unit")
     def _on_selected(self, change: dict) -> None:
-        self.errors.guard(self._render_detail, "detail view")()
+        self.guard(self._render_detail, "detail view")()
         if change["new"] is not None:
             self._on_select(change["new"])
 
@@ -321,18 +341,17 @@ class UnitBrowser(VBox):
     @property
     def visible_units(self) -> list[int]:
         """Units that pass the filters, in the current sort order (all pages)."""
-        return list(self._order)
+        return list(self.view.order)
 
     @property
     def page_units(self) -> list[int]:
         """Units shown on the current page."""
-        start = self.page * self.page_size
-        return self._order[start:start + self.page_size]
+        return self.view.page_units
 
     @property
     def num_pages(self) -> int:
         """Number of pages (at least 1, even when no unit passes the filters)."""
-        return max(1, math.ceil(len(self._order) / max(self.page_size, 1)))
+        return self.view.num_pages
 
     def on_select(self, callback: Callable[[int], Any], remove: bool = False) -> None:
         """Call ``callback(unit)`` when a unit's detail view is opened (errors shown in the widget)."""
@@ -343,79 +362,83 @@ class UnitBrowser(VBox):
         self.selected_unit = int(unit)
 
     # ------------------------------------------------------------------ internals
+    def _thumb(self) -> int:
+        return round(self.thumb_size * self.scale)
+
     def _step(self, delta: int) -> None:
         self.page = min(max(self.page + delta, 0), self.num_pages - 1)
 
-    def _sorted(self, units: list[int]) -> list[int]:
-        labels = self._labels
-        key = self.sort_by
-        if key == "iou":
-            return sorted(units, key=lambda u: (-float(labels[u].iou), u))
-        if key == "concept":
-            return sorted(units, key=lambda u: (str(labels[u].concept).lower(), -float(labels[u].iou), u))
-        if key == "category":
-            return sorted(units, key=lambda u: (str(labels[u].category), -float(labels[u].iou), u))
-        return sorted(units)
-
     def _refilter(self) -> None:
-        text = self.concept_filter.strip().lower()
-        units = [
-            lab_index
-            for lab_index, lab in enumerate(self._labels)
-            if (self.category == _ALL or str(lab.category) == self.category)
-            and (not text or text in str(lab.concept).lower())
-            and float(lab.iou) >= self.min_iou
-        ]
-        self._order = self._sorted(units)
+        self.view.update(sort_by=self.sort_by, category=self.category, concept_filter=self.concept_filter,
+                         min_iou=self.min_iou, page_size=self.page_size)
         if self.page != 0:
             self.page = 0  # renders through the observer
         else:
             self._render_page()
 
     def _strip(self, unit: int) -> bytes:
-        data = self._strips.get(unit)
+        key = (unit, self._thumb())
+        data = self._strips.get(key)
         if data is None:
-            strip = self.dissection.unit_strip(unit, n=self.n_images, size=self.thumb_size)
-            data = png_bytes(strip)
-            self._strips[unit] = data
+            data = png_bytes(self.dissection.unit_strip(unit, n=self.n_images, size=key[1]))
+            self._strips[key] = data
             if len(self._strips) > self._strip_cache_size:
                 self._strips.popitem(last=False)
         else:
-            self._strips.move_to_end(unit)
+            self._strips.move_to_end(key)
         return data
 
+    def _runner_ups(self, unit: int) -> list[tuple[str, str, float]]:
+        if unit not in self._runners:
+            self._runners[unit] = render.runner_ups(self.dissection, unit)
+        return self._runners[unit]
+
     def _ensure_tiles(self) -> None:
-        width = self.n_images * self.thumb_size
+        width = self.n_images * self._thumb()
         while len(self.tiles) < self.page_size:
             tile = _Tile(width)
-            tile.button.on_click(self.errors.guard(lambda _b, t=tile: self.show_unit(t.unit), "open unit"))
+            tile.button.on_click(self.guard(lambda _b, t=tile: self.show_unit(t.unit), "open unit"))
             self.tiles.append(tile)
         if len(self.grid.children) != self.page_size:
             self.grid.children = tuple(self.tiles[: self.page_size])
 
     def _render_page(self) -> None:
+        self.view.go(self.page)
         self._ensure_tiles()
         units = self.page_units
-        values = [(u, self._strip(u)) for u in units]  # may fail: nothing changed yet
+        values = [(u, self._strip(u), self._runner_ups(u)) for u in units]  # may fail: nothing changed yet
+        width = self.n_images * self._thumb()
         with self.hold_sync():
-            for tile, (unit, strip) in zip(self.tiles, values):
+            for tile, (unit, strip, runners) in zip(self.tiles, values):
                 tile.unit = unit
                 with tile.hold_sync():
-                    tile.title.value = _tile_title(self._labels[unit], self._threshold)
+                    tile.title.value = _tile_title(self._labels[unit], self._threshold, runners)
                     tile.image.value = strip
+                    tile.resize(width)
                     tile.button.description = f"unit {unit} details"
-                    tile.button.tooltip = f"open the detail view of unit {unit} (0-based)"
+                    tile.button.tooltip = f"open the detail view of unit {unit}"
                     if tile.layout.display is not None:
                         tile.layout.display = None
             for tile in self.tiles[len(units): self.page_size]:
                 tile.unit = None
                 tile.layout.display = "none"
-            n = len(self._order)
+            n = len(self.view.order)
             self.page_label.value = (
                 f"&nbsp;page {self.page + 1} of {self.num_pages} ({n} of {len(self._labels)} units)&nbsp;"
             )
+            if n == 0:
+                self.empty.value = (f"<div style='padding:8px'><b>No unit matches</b> {html.escape(self.view.describe())}"
+                                    ". Clear or change a filter to see units again.</div>")
+                self.empty.layout.display = None
+            elif self.empty.layout.display != "none":
+                self.empty.layout.display = "none"
             self.prev_button.disabled = self.page == 0
             self.next_button.disabled = self.page >= self.num_pages - 1
+
+    def _on_projector(self) -> None:
+        self._render_page()
+        if self.selected_unit is not None:
+            self._render_detail()
 
     def _n_maps(self) -> int:
         maps = getattr(self.dissection, "top_maps", None)
@@ -428,14 +451,16 @@ class UnitBrowser(VBox):
             return
         d = self.dissection
         label = self._labels[unit]
-        top = png_bytes(d.unit_strip(unit, n=self.detail_images, size=100))
-        concepts = figure_png(self._concept_figure(unit))
-        hist = figure_png(self._hist_figure(unit))
+        scale = self.scale
+        top = png_bytes(d.unit_strip(unit, n=self.detail_images, size=round(100 * scale)))
+        concepts = chart_png(render.concept_bars_figure(d, unit, scale=scale))
+        hist = chart_png(render.histogram_figure(d, unit, scale=scale))
+        runners = ", ".join(f"{html.escape(str(c))} {iou:.3f}" for c, _cat, iou in self._runner_ups(unit))
         with self.hold_sync():
             self.detail_title.value = (
-                f"<h4 style='margin:2px'>unit {unit} <small>(0-based)</small> of layer "
-                f"{html.escape(str(d.layer))}: {html.escape(str(label.concept))} "
-                f"({html.escape(str(label.category))}), IoU {float(label.iou):.3f}</h4>"
+                f"<h4 style='margin:2px'>unit {unit} of layer {html.escape(str(d.layer))}: "
+                f"{html.escape(str(label.concept))} ({html.escape(str(label.category))}), IoU {float(label.iou):.3f}"
+                f"</h4><div style='color:{MUTED}'>runner-up concepts: {runners or 'none'}</div>"
             )
             self.detail_top.value = top
             self.detail_concepts.value = concepts
@@ -449,43 +474,6 @@ class UnitBrowser(VBox):
     def _render_heatmap(self) -> None:
         if self.selected_unit is None:
             return
-        heat = self.dissection.heatmap(self.selected_unit, int(self.rank_control.value))
-        self.detail_heatmap.value = png_bytes(heat)
-
-    def _concept_figure(self, unit: int) -> Any:
-        best = self.dissection.top_concepts(unit, n=8)
-        fig = new_figure(3.4, 2.4)
-        ax = fig.add_subplot(1, 1, 1)
-        names = [str(c) for c, _cat, _iou in best][::-1]
-        ious = [float(v) for _c, _cat, v in best][::-1]
-        colours = [category_color(str(cat)) for _c, cat, _v in best][::-1]
-        ax.barh(range(len(names)), ious, color=colours)
-        ax.set_yticks(range(len(names)))
-        ax.set_yticklabels(names, fontsize=8)
-        ax.axvline(self._threshold, color="#444", ls=":", lw=1)
-        ax.set_xlabel("IoU (dotted: match threshold)", fontsize=8)
-        ax.set_title(f"unit {unit} (0-based): best concepts", fontsize=9)
-        ax.tick_params(axis="x", labelsize=7)
-        return fig
-
-    def _hist_figure(self, unit: int) -> Any:
-        d = self.dissection
-        counts = np.asarray(_numpy(d.hist_counts[unit]), dtype=float)
-        edges = np.asarray(_numpy(d.hist_edges[unit]), dtype=float)
-        level = float(_numpy(d.levels[unit]))
-        fig = new_figure(3.4, 2.4)
-        ax = fig.add_subplot(1, 1, 1)
-        ax.stairs(counts, edges, fill=True, color="#9bb0d3")
-        ax.axvline(level, color="#c00", lw=1.5, label=f"threshold (level {float(getattr(d, 'level', 0.99)):g})")
-        if counts.max(initial=0) > 0:
-            ax.set_yscale("log")
-        ax.set_xlabel("activation", fontsize=8)
-        ax.set_ylabel("count", fontsize=8)
-        ax.set_title(f"unit {unit} (0-based): activation histogram", fontsize=9)
-        ax.legend(fontsize=7)
-        ax.tick_params(labelsize=7)
-        return fig
-
-
-def _numpy(x: Any) -> Any:
-    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+        fig = render.heatmap_figure(self.dissection, self.selected_unit, int(self.rank_control.value),
+                                    scale=self.scale)
+        self.detail_heatmap.value = figure_png(fig)

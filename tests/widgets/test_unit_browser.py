@@ -27,9 +27,13 @@ def test_tiles_show_unit_label_category_iou(classifier_dissection):
     assert [u for u, _ in tiles] == [0, 1, 2, 3, 4]
     for unit, title in tiles:
         lab = d.labels[unit]
-        assert f"unit {unit}</b>" in title and "0-based" in title
+        assert f"unit {unit}</b>" in title and "0-based" not in title  # said once, in the header
         assert html.escape(lab.concept) in title and lab.category in title
         assert f"{lab.iou:.3f}" in title
+        # the runner-up concepts with their IoUs, where the label is chosen
+        (c2, _cat, iou2), = d.top_concepts(unit, n=2)[1:]
+        assert f"runner-up: {html.escape(c2)} {iou2:.3f}" in title
+    assert "numbered from 0" in b.children[1].children[0].value
     assert all(is_png(t.image.value) for t in b.tiles[:5])
     assert b.tiles[0].image.value != b.tiles[1].image.value or d.num_units == 1
 
@@ -69,8 +73,19 @@ def test_filters_change_tiles(classifier_dissection):
     assert {d.labels[u].category for u, _ in shown(b)} == {category}
     with pytest.raises(TraitError):
         b.category = "no such category"
+    b.category = "all"
     b.concept_filter = "zzz-no-such-concept"
     assert shown(b) == [] and "0 of" in b.page_label.value
+    # zero results say so, and which filter hides the units
+    assert b.empty.layout.display != "none" and "No unit matches" in b.empty.value
+    assert "zzz-no-such-concept" in b.empty.value
+    b.concept_filter = ""
+    assert b.empty.layout.display == "none" and len(shown(b)) == d.num_units
+
+
+def test_concept_filter_acts_while_typing(classifier_dissection):
+    b = UnitBrowser(classifier_dissection)
+    assert b.concept_control.continuous_update
 
 
 def test_paging(classifier_dissection):
@@ -104,7 +119,7 @@ def test_click_tile_opens_detail(classifier_dissection):
     tile.button.click()
     assert b.selected_unit == tile.unit == 6 and seen == [6]
     assert b.detail.layout.display != "none"
-    assert "unit 6" in b.detail_title.value and "0-based" in b.detail_title.value
+    assert "unit 6" in b.detail_title.value and "runner-up concepts:" in b.detail_title.value
     for image in (b.detail_top, b.detail_heatmap, b.detail_concepts, b.detail_hist):
         assert is_png(image.value)
     assert b.rank_control.max == d.n_show - 1
@@ -126,10 +141,12 @@ def test_errors_are_shown_and_widget_keeps_working(classifier_dissection, monkey
     assert "callback exploded" in b.errors.last and b.errors.widget.layout.display != "none"
     assert b.selected_unit == 0 and is_png(b.detail_hist.value)
 
-    def no_heatmap(unit, rank=0, size=100):
+    from netdissect_widgets.dissection import render
+
+    def no_heatmap(d, unit, rank=0, size=160, scale=1.0):
         raise ValueError("heatmap failed")
 
-    monkeypatch.setattr(b.dissection, "heatmap", no_heatmap)
+    monkeypatch.setattr(render, "heatmap_figure", no_heatmap)
     b.rank_control.value = 1
     assert "heatmap failed" in b.errors.last
     monkeypatch.undo()
@@ -152,3 +169,28 @@ def test_labels_are_html_escaped(markup_dissection):
 def test_rejects_non_dissection():
     with pytest.raises(TypeError, match="expects a Dissection"):
         UnitBrowser(object())
+
+
+def test_projector_mode_renders_bigger_thumbnails(classifier_dissection):
+    import io
+
+    from PIL import Image as PILImage
+
+    b = UnitBrowser(classifier_dissection, page_size=2, thumb_size=40)
+    width = PILImage.open(io.BytesIO(b.tiles[0].image.value)).width
+    b.show_unit(0)
+    chart = PILImage.open(io.BytesIO(b.detail_concepts.value)).width
+    b.projector_toggle.value = True
+    assert PILImage.open(io.BytesIO(b.tiles[0].image.value)).width > 1.4 * width
+    assert PILImage.open(io.BytesIO(b.detail_concepts.value)).width > 1.3 * chart
+    assert "ndw-projector" in b._dom_classes
+    assert "ndw-chart" in b.detail_concepts._dom_classes and "ndw-chart" not in b.tiles[0].image._dom_classes
+
+
+def test_heatmap_has_a_colour_bar(classifier_dissection):
+    from netdissect_widgets.dissection import render
+
+    fig = render.heatmap_figure(classifier_dissection, 0, 0)
+    assert len(fig.axes) == 2  # the image and its colour bar
+    label = fig.axes[1].get_ylabel()
+    assert "activation" in label and "level" in label
