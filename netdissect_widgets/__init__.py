@@ -62,11 +62,20 @@ _EXPORTS = {
     "paint": "intervene",
     "concept_units": "intervene",
     "paint_effect": "intervene",
+    "pgd_attack": "intervene",
+    "unit_attack_effects": "intervene",
+    "plot_attack_effects": "intervene",
+    "importance_vs_iou": "intervene",
+    "plot_importance_vs_iou": "intervene",
+    # dissections of several layers
+    "category_counts_by_layer": "dissection.layer_chart",
+    "plot_categories_by_layer": "dissection.layer_chart",
     # widgets
     "UnitBrowser": "widgets",
     "AblationPanel": "widgets",
     "PaintCanvas": "widgets",
     "ConceptSummary": "widgets",
+    "LayerBrowser": "widgets",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

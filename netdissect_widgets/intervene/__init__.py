@@ -22,7 +22,15 @@ Generators (:mod:`.generator`): paint units on or off inside a region,
     effect = paint_effect(gan, "layer4", z, trees, mask, segmenter=seg, concept="tree",
                           levels=dissection.levels)
 
-Units are numbered from 0. Everything runs without gradients, in eval mode, on
+Adversarial attacks through units (:mod:`.adversarial`) and importance vs
+interpretability (:mod:`.importance`), as in the paper::
+
+    attack = pgd_attack(model, images, target=3, eps=0.25)       # targeted L-inf PGD
+    effects = unit_attack_effects(model, "conv5", images, attack.images, source=0, target=3,
+                                  dissection=d, drops=unit_drops(model, "conv5", rank_set))
+    table = importance_vs_iou(drops, d, top_k=10); plot_importance_vs_iou(table)
+
+Units are numbered from 0. Everything but the attack runs without gradients, in eval mode, on
 the model's own device, and removes its hooks when done.
 """
 from __future__ import annotations
@@ -38,6 +46,8 @@ from .classifier import (
     rank_units,
     unit_drops,
 )
+from .adversarial import AttackEffects, AttackResult, pgd_attack, plot_attack_effects, unit_attack_effects
+from .importance import ImportanceTable, important_units, importance_vs_iou, plot_importance_vs_iou
 from .generator import Stroke, concept_units, paint, paint_effect, paint_strokes
 
 __all__ = [
@@ -55,4 +65,13 @@ __all__ = [
     "paint",
     "concept_units",
     "paint_effect",
+    "pgd_attack",
+    "AttackResult",
+    "unit_attack_effects",
+    "AttackEffects",
+    "plot_attack_effects",
+    "important_units",
+    "importance_vs_iou",
+    "ImportanceTable",
+    "plot_importance_vs_iou",
 ]

@@ -7,6 +7,8 @@
 * :class:`PaintCanvas` -- GANPaint: paint a concept's units into (or out of) a
   region of a generated image.
 * :class:`ConceptSummary` -- how many units match each concept, coloured by category.
+* :class:`LayerBrowser` -- several dissected layers: matched units per category and
+  layer, and a layer switch in front of each layer's UnitBrowser.
 
 All are stock ipywidgets / ipycanvas compositions (no custom JavaScript): they
 work in JupyterLab 4, Notebook 7 and VS Code. Images travel as PNG bytes.
@@ -20,13 +22,14 @@ from __future__ import annotations
 from .._lazy import lazy_exports
 
 
-__all__ = ["UnitBrowser", "AblationPanel", "PaintCanvas", "ConceptSummary"]
+__all__ = ["UnitBrowser", "AblationPanel", "PaintCanvas", "ConceptSummary", "LayerBrowser"]
 
 _MODULES = {
     "UnitBrowser": "unit_browser",
     "AblationPanel": "ablation_panel",
     "PaintCanvas": "paint_canvas",
     "ConceptSummary": "concept_summary",
+    "LayerBrowser": "layer_browser",
 }
 
 
