@@ -19,8 +19,11 @@ Generators (:mod:`.generator`): paint units on or off inside a region,
     images = paint(gan, "layer2", z, trees, mask, mode="insert", levels=dissection.levels)
     images = paint_strokes(gan, "layer2", z, [Stroke(trees, mask), Stroke(clouds, sky, "remove")],
                            levels=dissection.levels)           # many strokes, one run
-    effect = paint_effect(gan, "layer4", z, trees, mask, segmenter=seg, concept="tree",
+    effect = paint_effect(gan, "layer2", z, trees, mask, segmenter=seg, concept="tree",
                           levels=dissection.levels)
+    sweep = paint_layer_sweep(gan, [d1, d2, d3], seg, z)        # where does painting work?
+    context = paint_context(gan, "layer2", d2, seg, z, "tree")  # by what is under the stroke
+    z = invert(gan, photos); r = refine(gan, "layer2", z, photos)  # paint on real images
 
 Adversarial attacks through units (:mod:`.adversarial`) and importance vs
 interpretability (:mod:`.importance`), as in the paper::
@@ -49,6 +52,8 @@ from .classifier import (
 from .adversarial import AttackEffects, AttackResult, pgd_attack, plot_attack_effects, unit_attack_effects
 from .importance import ImportanceTable, important_units, importance_vs_iou, plot_importance_vs_iou
 from .generator import Stroke, concept_units, paint, paint_effect, paint_strokes
+from .invert import invert, psnr, refine
+from .paint_measures import ContextResult, LayerSweep, paint_context, paint_layer_sweep
 
 __all__ = [
     "predict",
@@ -74,4 +79,11 @@ __all__ = [
     "importance_vs_iou",
     "ImportanceTable",
     "plot_importance_vs_iou",
+    "paint_layer_sweep",
+    "LayerSweep",
+    "paint_context",
+    "ContextResult",
+    "invert",
+    "refine",
+    "psnr",
 ]

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["stroke_mask"]
+__all__ = ["stroke_mask", "PaintState"]
 
 
 def stroke_mask(points: Sequence[tuple[float, float]], radius: float, height: int, width: int) -> np.ndarray:
@@ -38,3 +38,69 @@ def stroke_mask(points: Sequence[tuple[float, float]], radius: float, height: in
         dist2 = (px - a[0] - t * d[0]) ** 2 + (py - a[1] - t * d[1]) ** 2
         mask[y0:y1, x0:x1] |= dist2 <= r * r
     return mask
+
+
+class PaintState:
+    """What the user painted: a list of :class:`~netdissect_widgets.intervene.Stroke` and its history.
+
+    A plain object (no widgets): :class:`~netdissect_widgets.widgets.PaintCanvas` shows
+    it and hands ``strokes`` to :func:`~netdissect_widgets.intervene.paint_strokes`.
+    Every change goes through :meth:`commit`, which remembers the previous list for
+    :meth:`undo`; :meth:`redo` re-applies what was undone (a new commit drops the redo list).
+    """
+
+    def __init__(self) -> None:
+        self.strokes: list = []
+        self._undo: list[list] = []
+        self._redo: list[list] = []
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._undo)
+
+    @property
+    def can_redo(self) -> bool:
+        return bool(self._redo)
+
+    def commit(self, strokes: list) -> None:
+        """Make ``strokes`` the current paint (undo-able)."""
+        self._undo.append(self.strokes)
+        self._redo.clear()
+        self.strokes = list(strokes)
+
+    def with_stroke(self, stroke) -> list:
+        """The current strokes plus ``stroke`` (not committed)."""
+        return self.strokes + [stroke]
+
+    def without(self, region: np.ndarray) -> list | None:
+        """The current strokes with ``region`` (bool (H, W)) erased; None when nothing is painted there."""
+        import dataclasses
+
+        import torch
+
+        where = torch.from_numpy(region)
+        keep = (~where).float()
+        if not any(bool((s.mask * where > 0).any()) for s in self.strokes):
+            return None
+        out = []
+        for s in self.strokes:
+            mask = s.mask * keep
+            if bool((mask > 0).any()):
+                out.append(dataclasses.replace(s, mask=mask))
+        return out
+
+    def undo(self) -> list | None:
+        """The strokes before the last commit (None if there is none); call :meth:`apply` once shown."""
+        return self._undo[-1] if self._undo else None
+
+    def redo(self) -> list | None:
+        """The strokes the last undo removed (None if there are none)."""
+        return self._redo[-1] if self._redo else None
+
+    def apply_undo(self) -> None:
+        self._redo.append(self.strokes)
+        self.strokes = self._undo.pop()
+
+    def apply_redo(self) -> None:
+        self._undo.append(self.strokes)
+        self.strokes = self._redo.pop()

@@ -1,112 +1,116 @@
-"""PaintCanvas: GANPaint in a notebook -- paint a concept's units into a generated image.
+"""PaintCanvas: GANPaint in a notebook -- paint concepts' units into a generated or a real image.
 
 ::
 
-    from netdissect_widgets import PaintCanvas, toyworld
+    from netdissect_widgets import PaintCanvas, ZDataset, dissect, toyworld
     gen = toyworld.load_generator()
-    d = dissect(gen, "layer3", ZDataset(2000, gen.z_dim), toyworld.load_segmenter())
-    PaintCanvas(gen, "layer3", d)
+    d = dissect(gen, "layer2", ZDataset(1000, gen.z_dim), toyworld.load_segmenter(), images="output")
+    PaintCanvas(gen, "layer2", d)                  # a generated sample
+    PaintCanvas(gen, "layer2", d, image=photo)     # a real image (3, H, W) in [-1, 1], inverted first
 
-Left: the generated image, large (256 px for a 64 px generator), on an ipycanvas
-``MultiCanvas`` that you paint on; right: the edited image. Choose a concept
-(the concepts that label some unit: those with matched units first), a strength (the
-number of the concept's best units by IoU, ``intervene.concept_units``; GANPaint
-used 4 / 10 / 15) and a mode:
+Paint at a layer where objects emerge: ``intervene.paint_layer_sweep`` measures it
+(for the toy GAN, ``layer2`` at 8x8, like the paper's ProGAN ``layer4``).
 
-* ``draw``   -- insert: inside the painted region the units are set to their
-  high-quantile level (``dissection.levels``);
-* ``remove`` -- the units are set to 0 inside the region;
-* ``erase``  -- undo paint inside the region.
+Left: the image, large, with the paint on top; right: the edited image. The
+concept menu starts at the concept with the most matched units, so the first
+stroke paints. Every stroke keeps its own concept, units, mode and region, so
+one image can hold several concepts; the overlay colours each concept (legend
+below the images; striped = removed). Modes:
 
-The edit is ``x' = x * (1 - a) + a * v`` at ``layer`` (``InstrumentedModel.edit_layer``),
-with ``a`` the painted region max-pooled to the feature map. A later stroke wins
-where strokes of the same unit overlap.
+* ``draw``   -- insert the concept's ``strength`` best units (by IoU) in the stroke;
+* ``remove`` -- switch them off there;
+* ``erase``  -- take paint away where the stroke goes.
 
-Event flow: ``mouse_down`` starts a stroke; each ``mouse_move`` only draws a
-line segment on the top canvas layer (a few draw commands in one
-``hold_canvas()`` message, no model work); ``mouse_up`` (or the mouse leaving
-the canvas) ends the stroke: the stroke is rasterised into a mask at image
-resolution, and the generator runs ONCE. Canvas px are converted to image px
-by the scale factor; a stroke's parts off the image are clipped. A stroke with no
-concept chosen, with nothing inside the image, or a ``mouse_up`` without a
-``mouse_down`` changes nothing. Images travel as PNG bytes (``Image.value``,
-``put_image_data`` of RGBA arrays).
+**undo** / **redo** step through the history, **reset** removes all paint (undo-able),
+**save** writes the edited image as a PNG to the path in the text box.
 
-For tests and scripts: ``mask`` (float32 ``(H, W)``, 1 = painted), ``strokes``,
-``original_image`` / ``edited_image`` (``(3, H, W)`` in [-1, 1]),
-``generator_runs`` (number of generator forward passes), ``paint_stroke(points)``
-(a whole stroke in canvas px), ``undo()``, ``reset()``.
+The widget is a view: the strokes and their history live in a plain
+:class:`~._stroke.PaintState`; the edit is :func:`netdissect_widgets.intervene.paint_strokes`
+(one call, one generator run, per stroke), with the inversion's per-layer residual
+for a real image (:func:`~netdissect_widgets.intervene.invert`, :func:`~netdissect_widgets.intervene.refine`).
+
+Event flow: the drawing surface (``paint_surface.js``, an anywidget module) draws
+the stroke in the browser while the mouse moves and sends the kernel ONE message
+per stroke (its points, in canvas px) when the mouse is released or leaves the
+surface. The kernel rasterises it (``_stroke.stroke_mask``), runs the generator
+once, and sends back the edited image and the overlay as PNG bytes.
+
+For tests and scripts: ``mask`` (float32 ``(H, W)``, 1 = painted by any stroke),
+``strokes``, ``state``, ``original_image`` / ``edited_image`` (``(3, H, W)`` in [-1, 1]),
+``z`` / ``residual``, ``generator_runs``, ``paint_stroke(points)`` (a whole stroke in
+canvas px), ``undo()``, ``redo()``, ``reset()``, ``save(path)``.
 
 Widget state (synced traitlets): ``concept``, ``strength``, ``mode``, ``brush``, ``seed``.
 
 CSS classes (stable, for browser tests)
 ---------------------------------------
 ``ndw-paint``            the whole widget
-``ndw-paint-canvas``     the MultiCanvas painted on (shows the original + paint)
+``ndw-paint-canvas``     the drawing surface (the image + paint; a ``<canvas>`` inside)
 ``ndw-paint-edited``     Image of the edited image (its ``src`` changes after each stroke)
-``ndw-paint-concept``    Dropdown of concepts (first option "(choose a concept)")
+``ndw-paint-concept``    Dropdown of concepts (matched ones first, most units first)
 ``ndw-paint-strength``   IntSlider: number of units
 ``ndw-paint-mode``       ToggleButtons draw / remove / erase
 ``ndw-paint-brush``      IntSlider: brush radius in image px
-``ndw-paint-seed``       IntText: sample seed
-``ndw-paint-new``        Button "new sample" (seed + 1)
-``ndw-paint-undo``       Button "undo"
-``ndw-paint-reset``      Button "reset" (remove all paint)
+``ndw-paint-seed``       IntText: sample seed (hidden for a real image)
+``ndw-paint-new``        Button "new sample" (seed + 1; hidden for a real image)
+``ndw-paint-undo`` / ``ndw-paint-redo`` / ``ndw-paint-reset``   history buttons
+``ndw-paint-save-path``  Text: where **save** writes; ``ndw-paint-save`` the Button
+``ndw-paint-legend``     HTML legend: one colour swatch per painted concept
 ``ndw-paint-status``     HTML status line (what the last stroke did, hints)
 ``ndw-error``            red error area (see ``_errors``)
 """
 from __future__ import annotations
 
+import colorsys
 import html
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import anywidget
 import numpy as np
 import torch
-import torch.nn.functional as F
-from ipycanvas import MultiCanvas, hold_canvas
-from ipywidgets import (
-    HTML,
-    Button,
-    Dropdown,
-    HBox,
-    Image,
-    IntSlider,
-    IntText,
-    Layout,
-    ToggleButtons,
-    VBox,
-)
+from ipywidgets import HTML, Button, Dropdown, HBox, Image, IntSlider, IntText, Layout, Text, ToggleButtons
 from torch import nn
-from traitlets import Int, TraitError, Unicode, link, observe, validate
+from traitlets import Bytes, Float, Int, TraitError, Unicode, link, observe, validate
 
 from .._device import module_device
+from .._io import atomic_write
+from ._base import MUTED, WidgetBase
 from ._checks import check_same_model
-from ._errors import Callbacks, ErrorArea
-from ._png import image_to_uint8, png_bytes
-from ._stroke import stroke_mask
+from ._png import png_bytes
+from ._stroke import PaintState, stroke_mask
 
-__all__ = ["PaintCanvas", "MODES"]
+__all__ = ["PaintCanvas", "PaintSurface", "MODES"]
 
 MODES = ("draw", "remove", "erase")
-_NONE = "(choose a concept)"
-_COLOURS = {"draw": (40, 200, 80), "remove": (220, 40, 40)}
+_INTERVENE_MODE = {"draw": "insert", "remove": "remove"}
 
 
-@dataclass(frozen=True)
-class Stroke:
-    """One committed paint stroke: ``units`` of ``concept`` inserted or removed in ``region``."""
+class PaintSurface(anywidget.AnyWidget):
+    """The drawing surface: ``image`` with ``overlay`` on top; strokes drawn in the browser.
 
-    concept: str
-    units: tuple[int, ...]
-    mode: str  # "draw" (insert) or "remove"
-    region: np.ndarray  # bool (H, W), image resolution
+    Sends ``{"event": "stroke", "points": [[x, y], ...]}`` (canvas px) once per stroke.
+    """
+
+    _esm = Path(__file__).with_name("paint_surface.js")
+    image = Bytes(b"", help="PNG bytes of the image painted on").tag(sync=True)
+    overlay = Bytes(b"", help="PNG bytes (RGBA) of the paint drawn over the image").tag(sync=True)
+    width = Int(256, help="surface width in px").tag(sync=True)
+    height = Int(256, help="surface height in px").tag(sync=True)
+    brush = Float(16.0, help="radius of the stroke drawn while the mouse moves, canvas px").tag(sync=True)
+    colour = Unicode("rgba(40,200,80,0.6)", help="CSS colour of the stroke drawn while the mouse moves").tag(sync=True)
 
 
-class PaintCanvas(VBox):
-    """Paint a concept's units into (draw) or out of (remove) a generated image.
+def concept_colour(index: int) -> tuple[int, int, int]:
+    """A distinct RGB colour for the ``index``-th concept (golden-angle hues)."""
+    r, g, b = colorsys.hsv_to_rgb((index * 0.618034) % 1.0, 0.85, 0.95)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+class PaintCanvas(WidgetBase):
+    """Paint concepts' units into (draw) or out of (remove) a generated or a real image.
 
     Parameters
     ----------
@@ -117,19 +121,23 @@ class PaintCanvas(VBox):
         The dissected layer to paint at.
     dissection : Dissection
         Dissection of ``generator``'s ``layer`` (another layer or model raises ``ValueError``).
+    image : Tensor (3, H, W), optional
+        A real image in [-1, 1] at the generator's size: it is inverted
+        (``intervene.invert`` + ``intervene.refine`` at ``layer``) and painted on.
     seed : int
-        Sample shown first: ``z = ZDataset(1, z_dim, seed=seed)[0]``.
+        Sample shown first when no ``image``: ``z = ZDataset(1, z_dim, seed=seed)[0]``.
+    invert_steps : int
+        Adam steps of the inversion of ``image`` (and of its refinement).
     display_size : int, optional
         Canvas size in px (default: 256 for a 64 px generator, at least the image size).
     z_dim : int, optional
         Latent size when the generator has no ``.z_dim``.
     """
 
-    concept = Unicode(None, allow_none=True, help="concept painted (None = nothing chosen: strokes do nothing)").tag(
-        sync=True
-    )
+    concept = Unicode("", help="concept the next stroke paints (starts at the one with most matched units)").tag(sync=True)
     strength = Int(10, help="number of the concept's best units (by IoU) that a stroke edits").tag(sync=True)
-    mode = Unicode("draw", help="'draw' (insert units), 'remove' (zero units) or 'erase' (undo paint)").tag(sync=True)
+    mode = Unicode("draw", help="'draw' (insert units), 'remove' (zero units) or 'erase' (take paint away)").tag(
+        sync=True)
     brush = Int(4, help="brush radius in image pixels").tag(sync=True)
     seed = Int(0, help="seed of the latent vector shown").tag(sync=True)
 
@@ -139,7 +147,9 @@ class PaintCanvas(VBox):
         layer: str,
         dissection: Any,
         *,
+        image: torch.Tensor | None = None,
         seed: int = 0,
+        invert_steps: int = 200,
         display_size: int | None = None,
         z_dim: int | None = None,
         **kwargs: Any,
@@ -154,56 +164,57 @@ class PaintCanvas(VBox):
         dim = z_dim if z_dim is not None else getattr(generator, "z_dim", None)
         if not isinstance(dim, int) or dim < 1:
             raise ValueError("PaintCanvas: the generator has no int attribute z_dim; pass z_dim=<latent size>")
+        if display_size is not None and (not isinstance(display_size, int) or display_size < 1):
+            raise ValueError(f"PaintCanvas: display_size must be a positive int, got {display_size!r}")
+        super().__init__(**kwargs)
         self._iv = intervene
         self.generator = generator
         self.layer = layer
         self.dissection = dissection
         self.z_dim = dim
         self._device = module_device(generator)
-        self.errors = ErrorArea()
-        self._on_edit = Callbacks(self.errors, "on_edit")
         self.generator_runs = 0
-        self.strokes: list[Stroke] = []
-        self._history: list[list[Stroke]] = []
-        self._points: list[tuple[float, float]] | None = None
-        self._levels = torch.as_tensor(dissection.levels).float()
+        self.state = PaintState()
         self.last_stroke_ms: float | None = None
+        self._on_edit: list[Callable[[torch.Tensor], Any]] = []
 
         # concepts that label some unit: matched ones first (most units first), then weak ones
         counts = dissection.concept_counts()
         matched = [c for c in counts if counts[c] > 0]
         weak = sorted({str(lab.concept) for lab in dissection.labels} - set(matched) - {"-"})
         self.concepts = matched + weak
+        if not self.concepts:
+            raise ValueError("PaintCanvas: no unit of the dissection overlaps any concept; nothing to paint")
+        self._colours = {c: concept_colour(i) for i, c in enumerate(self.concepts)}
 
-        # first sample fixes the image and feature sizes
-        self.z = self._z_for(seed)
-        self.original_image, fshape = self._generate(None, want_shape=True)
+        # the image painted on: a sample, or a real image inverted
+        self.real_image = None
+        self.residual: torch.Tensor | None = None
+        if image is not None:
+            self._invert(image, invert_steps)
+        else:
+            self.z = self._z_for(seed)
+        self.original_image = self._run([])
         self.edited_image = self.original_image
         self.height, self.width = int(self.original_image.shape[-2]), int(self.original_image.shape[-1])
-        self.feature_size = fshape
         size = display_size if display_size is not None else max(256, self.width)
-        if not isinstance(size, int) or size < 1:
-            raise ValueError(f"PaintCanvas: display_size must be a positive int, got {display_size!r}")
-        self.scale = size / self.width
-        self.display_height = round(self.height * self.scale)
-        self.display_width = size
+        self.display_scale = size / self.width
+        self.display_width, self.display_height = size, round(self.height * self.display_scale)
 
-        guard = self.errors.guard
-        self.canvas = MultiCanvas(3, width=self.display_width, height=self.display_height,
-                                  layout=Layout(width=f"{self.display_width}px", height=f"{self.display_height}px"))
+        guard = self.guard
+        self.canvas = PaintSurface(width=self.display_width, height=self.display_height)
         self.canvas.add_class("ndw-paint-canvas")
         self.edited = Image(format="png", layout=Layout(width=f"{self.display_width}px", margin="0 0 0 8px",
                                                         height=f"{self.display_height}px"))
         self.edited.add_class("ndw-paint-edited")
-        self.concept_control = Dropdown(options=[(_NONE, None)] + [(c, c) for c in self.concepts],
-                                        description="concept")
+        self.concept_control = Dropdown(options=[(self._option(c), c) for c in self.concepts], description="concept")
         self.concept_control.add_class("ndw-paint-concept")
         self.strength_control = IntSlider(min=1, max=dissection.num_units, value=min(10, dissection.num_units),
                                           description="units", continuous_update=False)
         self.strength_control.add_class("ndw-paint-strength")
         self.mode_control = ToggleButtons(options=list(MODES), value="draw", description="mode",
                                           tooltips=["insert the concept's units", "zero the concept's units",
-                                                    "undo paint"])
+                                                    "take paint away"])
         self.mode_control.add_class("ndw-paint-mode")
         self.brush_control = IntSlider(min=1, max=max(1, self.width // 2), value=min(4, max(1, self.width // 2)),
                                        description="brush", continuous_update=False)
@@ -212,28 +223,40 @@ class PaintCanvas(VBox):
         self.seed_control.add_class("ndw-paint-seed")
         self.new_button = Button(description="new sample")
         self.new_button.add_class("ndw-paint-new")
-        self.undo_button = Button(description="undo", disabled=True)
+        if image is not None:
+            self.seed_control.layout.display = self.new_button.layout.display = "none"
+        self.undo_button = Button(description="undo", icon="undo", disabled=True)
         self.undo_button.add_class("ndw-paint-undo")
+        self.redo_button = Button(description="redo", icon="repeat", disabled=True)
+        self.redo_button.add_class("ndw-paint-redo")
         self.reset_button = Button(description="reset", disabled=True)
         self.reset_button.add_class("ndw-paint-reset")
-        self.status = HTML("choose a concept, then paint on the left image")
+        self.save_path = Text(value="painted.png", description="save to", layout=Layout(width="260px"))
+        self.save_path.add_class("ndw-paint-save-path")
+        self.save_button = Button(description="save", icon="save")
+        self.save_button.add_class("ndw-paint-save")
+        self.legend = HTML("")
+        self.legend.add_class("ndw-paint-legend")
+        self.status = HTML("paint on the left image")
         self.status.add_class("ndw-paint-status")
 
-        super().__init__(
+        source = "an inverted real image" if image is not None else "a generated sample"
+        self._layout(
+            HTML(f"<b>Paint units of {html.escape(layer)}</b> on {source} "
+                 f"<span style='color:{MUTED}'>(units numbered from 0; left: image + paint, right: edited)</span>"),
             [
-                HTML(f"<b>Paint units of {html.escape(layer)}</b> (units numbered from 0; left: original + "
-                     "paint, right: edited)"),
                 HBox([self.concept_control, self.strength_control]),
                 HBox([self.mode_control, self.brush_control]),
-                HBox([self.seed_control, self.new_button, self.undo_button, self.reset_button]),
-                self.errors.widget,
+                HBox([self.seed_control, self.new_button, self.undo_button, self.redo_button, self.reset_button]),
                 HBox([self.canvas, self.edited]),
+                self.legend,
+                HBox([self.save_path, self.save_button]),
                 self.status,
             ],
-            **kwargs,
         )
         self.add_class("ndw-paint")
         self.seed = seed
+        self.concept = self.concepts[0]  # the concept with the most matched units: the first stroke paints
         self.strength = self.strength_control.value
         self.brush = self.brush_control.value
         link((self, "concept"), (self.concept_control, "value"))
@@ -241,24 +264,22 @@ class PaintCanvas(VBox):
         link((self, "mode"), (self.mode_control, "value"))
         link((self, "brush"), (self.brush_control, "value"))
         link((self, "seed"), (self.seed_control, "value"))
-        self.canvas.on_mouse_down(guard(self._mouse_down, "mouse down"))
-        self.canvas.on_mouse_move(guard(self._mouse_move, "mouse move"))
-        self.canvas.on_mouse_up(guard(self._mouse_up, "mouse up"))
-        self.canvas.on_mouse_out(guard(self._mouse_out, "mouse out"))
-        self.canvas.on_client_ready(guard(self._redraw_canvas, "canvas ready"))
+        self.canvas.on_msg(guard(self._surface_message, "stroke"))
         self.new_button.on_click(guard(lambda _b: setattr(self, "seed", self.seed + 1), "new sample"))
         self.undo_button.on_click(guard(lambda _b: self.undo(), "undo"))
+        self.redo_button.on_click(guard(lambda _b: self.redo(), "redo"))
         self.reset_button.on_click(guard(lambda _b: self.reset(), "reset"))
-        self._redraw_canvas()
-        self.edited.value = self._display_png(self.edited_image)
+        self.save_button.on_click(guard(lambda _b: self.save(self.save_path.value), "save"))
+        self._show_brush()
+        self._show(message=None)
+        self.canvas.image = self._display_png(self.original_image)
 
     # ------------------------------------------------------------------ traits
     @validate("concept")
     def _valid_concept(self, proposal: dict) -> str | None:
         value = proposal["value"]
-        if value is not None and value not in self.concepts:
-            raise TraitError(f"concept must be None or one of the concepts that label a unit: {self.concepts}, "
-                             f"got {value!r}")
+        if value not in self.concepts:
+            raise TraitError(f"concept must be one of the concepts that label a unit: {self.concepts}, got {value!r}")
         return value
 
     @validate("strength")
@@ -282,115 +303,114 @@ class PaintCanvas(VBox):
 
     @observe("seed")
     def _on_seed(self, change: dict) -> None:
-        self.errors.guard(self._new_sample, "new sample")(change["new"])
+        if self.real_image is None and hasattr(self, "canvas"):
+            self.guard(self._new_sample, "new sample")(change["new"])
+
+    @observe("concept", "mode", "brush")
+    def _on_brush_change(self, change: dict) -> None:
+        if hasattr(self, "canvas"):
+            self._show_brush()
 
     # ------------------------------------------------------------------ public
+    @property
+    def strokes(self) -> list:
+        """The current strokes (``intervene.Stroke``: units, mask (H, W), mode, strength, concept)."""
+        return self.state.strokes
+
     @property
     def mask(self) -> np.ndarray:
         """Painted region at image resolution, float32 ``(H, W)``, 1 = painted by any stroke."""
         out = np.zeros((self.height, self.width), dtype=np.float32)
         for stroke in self.strokes:
-            out[stroke.region] = 1.0
+            out[stroke.mask.numpy() > 0] = 1.0
         return out
 
     def on_edit(self, callback: Callable[[torch.Tensor], Any], remove: bool = False) -> None:
         """Call ``callback(edited_image (3, H, W))`` after each edit (errors shown in the widget)."""
-        self._on_edit.register(callback, remove=remove)
+        if remove:
+            self._on_edit = [c for c in self._on_edit if c is not callback]
+        elif callback not in self._on_edit:
+            self._on_edit.append(callback)
 
     def to_image_px(self, x: float, y: float) -> tuple[float, float]:
         """Canvas px -> image px."""
-        return x / self.scale, y / self.scale
+        return x / self.display_scale, y / self.display_scale
 
     def paint_stroke(self, points: Sequence[tuple[float, float]]) -> bool:
-        """Apply one whole stroke given in canvas px (as mouse down, moves, up would). True if it changed the edit."""
+        """Apply one whole stroke given in canvas px (as the surface sends it). True if the paint changed."""
         pts = [(float(x), float(y)) for x, y in points]
         if not pts:
             return False
-        self._mouse_down(*pts[0])
-        for x, y in pts[1:]:
-            self._mouse_move(x, y)
-        return self._end_stroke()
+        start = time.perf_counter()
+        region = stroke_mask([self.to_image_px(x, y) for x, y in pts], self.brush, self.height, self.width)
+        if not region.any():
+            self._clear_live_stroke("stroke outside the image: nothing painted")
+            return False
+        if self.mode == "erase":
+            new = self.state.without(region)
+            if new is None:
+                self._clear_live_stroke("nothing to erase there")
+                return False
+            message = "paint erased"
+        else:
+            units = self._iv.concept_units(self.dissection, self.concept, self.strength)
+            stroke = self._iv.Stroke(units, torch.from_numpy(region.astype(np.float32)),
+                                     _INTERVENE_MODE[self.mode], concept=self.concept)
+            new = self.state.with_stroke(stroke)
+            verb = "inserted" if self.mode == "draw" else "removed"
+            message = (f"{len(units)} '{html.escape(self.concept)}' units {verb} "
+                       f"(0-based {', '.join(map(str, units.tolist()))})")
+        edited = self._run(new)  # may raise: then nothing has changed
+        self.state.commit(new)
+        self._show(edited, message)
+        self.last_stroke_ms = 1000 * (time.perf_counter() - start)
+        return True
 
     def undo(self) -> None:
-        """Undo the last stroke or erase."""
-        if not self._history:
-            return
-        previous = self._history.pop()
-        try:
-            self._commit(previous, "undone", push=False)
-        except Exception:
-            self._history.append(previous)  # nothing was undone
-            raise
+        """Undo the last stroke, erase or reset."""
+        previous = self.state.undo()
+        if previous is not None:
+            edited = self._run(previous)
+            self.state.apply_undo()
+            self._show(edited, "undone")
+
+    def redo(self) -> None:
+        """Redo what the last undo took back."""
+        following = self.state.redo()
+        if following is not None:
+            edited = self._run(following)
+            self.state.apply_redo()
+            self._show(edited, "redone")
 
     def reset(self) -> None:
         """Remove all paint (undo-able)."""
-        if not self.strokes:
-            return
-        self._commit([], "all paint removed")
+        if self.strokes:
+            self.state.commit([])
+            self._show(self.original_image, "all paint removed")
+
+    def save(self, path: str | Path) -> Path:
+        """Write the edited image as a PNG (image resolution x the display scale) to ``path``."""
+        if not str(path).strip():
+            raise ValueError("save: give a file path such as 'painted.png'")
+        path = Path(path).expanduser()
+        if path.suffix.lower() != ".png":
+            path = path.with_suffix(path.suffix + ".png") if path.suffix else path.with_suffix(".png")
+        data = self._display_png(self.edited_image)
+        out = atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+        self.status.value = f"saved {html.escape(str(out))}"
+        return out
 
     # ------------------------------------------------------------------ events
-    def _mouse_down(self, x: float, y: float) -> None:
-        if self.concept is None and self.mode != "erase":
-            self._points = None
-            self.status.value = "<span style='color:#a60'>choose a concept first (nothing painted)</span>"
+    def _surface_message(self, _widget: Any, content: dict, buffers: list) -> None:
+        if not isinstance(content, dict) or content.get("event") != "stroke":
             return
-        self._points = [(x, y)]
-        r = self.brush * self.scale
-        layer = self.canvas[2]
-        with hold_canvas():
-            layer.fill_style = self._stroke_colour(0.6)
-            layer.fill_circle(x, y, r)
-
-    def _mouse_move(self, x: float, y: float) -> None:
-        if self._points is None:
+        points = content.get("points") or []
+        if not self.paint_stroke([(float(p[0]), float(p[1])) for p in points if len(p) == 2]):
             return
-        x0, y0 = self._points[-1]
-        self._points.append((x, y))
-        layer = self.canvas[2]
-        with hold_canvas():  # one message with the few commands of this segment
-            layer.stroke_style = self._stroke_colour(0.6)
-            layer.line_width = 2 * self.brush * self.scale
-            layer.line_cap = "round"
-            layer.stroke_line(x0, y0, x, y)
 
-    def _mouse_up(self, x: float, y: float) -> None:
-        if self._points is None:
-            return  # mouse_up without a stroke: nothing to do
-        self._points.append((x, y))
-        self._end_stroke()
-
-    def _mouse_out(self, x: float, y: float) -> None:
-        if self._points is not None:
-            self._end_stroke()
-
-    def _end_stroke(self) -> bool:
-        points, self._points = self._points, None
-        self.canvas[2].clear()
-        if not points:
-            return False
-        start = time.perf_counter()
-        image_pts = [self.to_image_px(x, y) for x, y in points]
-        region = stroke_mask(image_pts, self.brush, self.height, self.width)
-        if not region.any():
-            self.status.value = "stroke outside the image: nothing painted"
-            return False
-        if self.mode == "erase":
-            if not any((s.region & region).any() for s in self.strokes):
-                self.status.value = "nothing to erase there"
-                return False
-            new = [Stroke(s.concept, s.units, s.mode, s.region & ~region) for s in self.strokes]
-            new = [s for s in new if s.region.any()]
-            message = "paint erased"
-        else:
-            if self.concept is None:
-                return False
-            units = tuple(int(u) for u in self._iv.concept_units(self.dissection, self.concept, self.strength))
-            new = self.strokes + [Stroke(self.concept, units, self.mode, region)]
-            verb = "inserted" if self.mode == "draw" else "removed"
-            message = f"{len(units)} '{html.escape(self.concept)}' units {verb} ({', '.join(map(str, units))})"
-        self._commit(new, message)
-        self.last_stroke_ms = 1000 * (time.perf_counter() - start)
-        return True
+    def _clear_live_stroke(self, message: str) -> None:
+        self.status.value = message
+        self.canvas.send({"event": "clear"})
 
     # ------------------------------------------------------------------ model
     def _z_for(self, seed: int) -> torch.Tensor:
@@ -398,98 +418,93 @@ class PaintCanvas(VBox):
 
         return ZDataset(1, self.z_dim, seed=int(seed))[0][None]
 
-    def _edit_tensors(self, strokes: Sequence[Stroke]) -> tuple[torch.Tensor, torch.Tensor]:
-        c = self.dissection.num_units
-        fh, fw = self.feature_size
-        a = torch.zeros(c, fh, fw)
-        v = torch.zeros(c, fh, fw)
-        for stroke in strokes:
-            pooled = F.adaptive_max_pool2d(torch.from_numpy(stroke.region.astype(np.float32))[None], (fh, fw))[0]
-            where = pooled > 0
-            idx = torch.tensor(stroke.units, dtype=torch.long)
-            level = self._levels[idx].view(-1, 1, 1) if stroke.mode == "draw" else torch.zeros(len(idx), 1, 1)
-            a[idx] = torch.where(where, pooled, a[idx])
-            v[idx] = torch.where(where, level.expand(-1, fh, fw), v[idx])
-        return a, v
+    def _invert(self, image: Any, steps: int) -> None:
+        if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] != 3:
+            raise ValueError(f"PaintCanvas: image must be a float tensor (3, H, W) in [-1, 1], got "
+                             f"{getattr(image, 'shape', type(image).__name__)}")
+        self.real_image = image.detach().float().cpu()
+        with self.busy.task("inverting the image"):
+            self.z = self._iv.invert(self.generator, self.real_image[None], steps=steps, z_dim=self.z_dim,
+                                     progress=False)
+            self.residual = self._iv.refine(self.generator, self.layer, self.z, self.real_image[None],
+                                            steps=max(1, steps // 2), progress=False)
 
-    def _generate(self, edit: tuple[torch.Tensor, torch.Tensor] | None, want_shape: bool = False) -> Any:
-        from ..hooks import InstrumentedModel
-
-        model = self.generator
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad(), InstrumentedModel(model) as im:
-                if want_shape:
-                    im.retain_layer(self.layer)
-                if edit is not None:
-                    im.edit_layer(self.layer, ablation=edit[0], replacement=edit[1])
-                out = im(self.z.to(self._device))
-                self.generator_runs += 1
-                shape = tuple(im.retained_layer(self.layer).shape[-2:]) if want_shape else None
-        finally:
-            model.train(was_training)
+    def _run(self, strokes: Sequence[Any]) -> torch.Tensor:
+        """The image under ``strokes``: one ``intervene.paint_strokes`` call, one generator run."""
+        out = self._iv.paint_strokes(self.generator, self.layer, self.z, list(strokes),
+                                     levels=self.dissection.levels, residual=self.residual)
+        self.generator_runs += 1
         if not isinstance(out, torch.Tensor) or out.dim() != 4 or out.shape[1] != 3:
             raise ValueError(f"the generator should return images (N, 3, H, W), got "
                              f"{getattr(out, 'shape', type(out).__name__)}")
-        image = out[0].detach().float().cpu()
-        return (image, shape) if want_shape else image
-
-    def _edited(self, strokes: Sequence[Stroke]) -> torch.Tensor:
-        return self._generate(self._edit_tensors(strokes)) if strokes else self.original_image
-
-    def _commit(self, strokes: list[Stroke], message: str, push: bool = True) -> None:
-        """Generate with ``strokes``; only if that works, make them the current paint (undo-able)."""
-        edited = self._edited(strokes)  # may raise: then nothing has changed
-        if push:
-            self._history.append(self.strokes)
-        self.strokes = strokes
-        self.edited_image = edited
-        with self.hold_sync():
-            self.edited.value = self._display_png(edited)
-            self._draw_overlay()
-            self.undo_button.disabled = not self._history
-            self.reset_button.disabled = not self.strokes
-            self.status.value = message
-        self._on_edit(edited)
+        return out[0].detach().float().cpu()
 
     def _new_sample(self, seed: int) -> None:
         self.z = self._z_for(seed)
-        self.original_image = self._generate(None)
-        self.edited_image = self._edited(self.strokes)
-        with self.hold_sync():
-            self.edited.value = self._display_png(self.edited_image)
-            self._redraw_canvas()
-            self.status.value = f"sample seed {seed}"
+        self.original_image = self._run([])
+        edited = self._run(self.strokes) if self.strokes else self.original_image
+        self.canvas.image = self._display_png(self.original_image)
+        self._show(edited, f"sample seed {seed}")
 
     # ------------------------------------------------------------------ drawing
+    def _option(self, concept: str) -> str:
+        n = self.dissection.concept_counts().get(concept, 0)
+        return f"{concept} ({n} units)" if n else f"{concept} (weak)"
+
     def _display_png(self, image: torch.Tensor) -> bytes:
         return png_bytes(image, size=(self.display_width, self.display_height))
 
-    def _stroke_colour(self, alpha: float) -> str:
+    def _show_brush(self) -> None:
         if self.mode == "erase":
-            return f"rgba(255,255,255,{alpha})"
-        r, g, b = _COLOURS[self.mode]
-        return f"rgba({r},{g},{b},{alpha})"
+            colour = "rgba(255,255,255,0.7)"
+        else:
+            r, g, b = self._colours[self.concept]
+            colour = f"rgba({r},{g},{b},{0.6 if self.mode == 'draw' else 0.35})"
+        with self.canvas.hold_sync():
+            self.canvas.colour = colour
+            self.canvas.brush = float(self.brush * self.display_scale)
 
-    def _upscale(self, arr: np.ndarray) -> np.ndarray:
-        rows = (np.arange(self.display_height) / self.scale).astype(int).clip(0, self.height - 1)
-        cols = (np.arange(self.display_width) / self.scale).astype(int).clip(0, self.width - 1)
-        return arr[rows][:, cols]
+    def _show(self, edited: torch.Tensor | None = None, message: str | None = None) -> None:
+        """Show ``edited`` and the current paint (overlay, legend, buttons) in one update."""
+        if edited is not None:
+            self.edited_image = edited
+        with self.hold_sync():
+            self.edited.value = self._display_png(self.edited_image)
+            self.canvas.overlay = self._overlay_png()
+            self.legend.value = self._legend_html()
+            self.undo_button.disabled = not self.state.can_undo
+            self.redo_button.disabled = not self.state.can_redo
+            self.reset_button.disabled = not self.strokes
+            if message is not None:
+                self.status.value = message
+        if edited is not None:
+            for callback in list(self._on_edit):
+                self.guard(callback, "on_edit")(self.edited_image)
 
-    def _draw_overlay(self) -> None:
+    def _overlay_png(self) -> bytes:
         overlay = np.zeros((self.height, self.width, 4), dtype=np.uint8)
+        ys, xs = np.mgrid[0:self.height, 0:self.width]
+        stripes = ((ys + xs) // 2) % 2 == 0
         for stroke in self.strokes:
-            overlay[stroke.region] = (*_COLOURS[stroke.mode], 110)
-        layer = self.canvas[1]
-        with hold_canvas():
-            layer.clear()
-            if self.strokes:
-                layer.put_image_data(self._upscale(overlay), 0, 0)  # RGBA -> PNG bytes
+            where = stroke.mask.numpy() > 0
+            if stroke.mode == "remove":
+                where = where & stripes
+            overlay[where] = (*self._colours[stroke.concept], 120)
+        return png_bytes(overlay, size=(self.display_width, self.display_height))
 
-    def _redraw_canvas(self, *_args: Any) -> None:
-        rgb = image_to_uint8(self.original_image)
-        rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=2)
-        with hold_canvas():
-            self.canvas[0].put_image_data(self._upscale(rgba), 0, 0)  # RGBA -> PNG bytes
-        self._draw_overlay()
+    def _legend_html(self) -> str:
+        painted: dict[str, set] = {}
+        for stroke in self.strokes:
+            painted.setdefault(stroke.concept, set()).add(stroke.mode)
+        if not painted:
+            return f"<span style='color:{MUTED}'>no paint yet</span>"
+        items = []
+        for concept, modes in painted.items():
+            r, g, b = self._colours[concept]
+            what = " + ".join("inserted" if m == "insert" else "removed (striped)" for m in sorted(modes))
+            items.append(f"<span class='ndw-paint-legend-item' style='margin-right:12px'>"
+                         f"<span style='display:inline-block;width:12px;height:12px;background:rgb({r},{g},{b});"
+                         f"vertical-align:middle'></span> {html.escape(concept)} "
+                         f"<span style='color:{MUTED}'>{what}</span></span>")
+        return "".join(items)
+
