@@ -138,8 +138,8 @@ class UnitBrowser(WidgetBase):
         Size in px of one top image in a tile (default 96; times 1.6 in projector mode).
     detail_images : int
         Top images in the detail view (default 10).
-    columns : int
-        Tiles per row (default 4).
+    columns : int, optional
+        Tiles per row (default: as many as fit the notebook's width).
     projector : bool
         Start in projector mode (bigger thumbnails, charts and fonts).
 
@@ -172,13 +172,13 @@ class UnitBrowser(WidgetBase):
         n_images: int = 3,
         thumb_size: int = 96,
         detail_images: int = 10,
-        columns: int = 4,
+        columns: int | None = None,
         projector: bool = False,
         **kwargs: Any,
     ) -> None:
         check_dissection(dissection, "UnitBrowser")
         for name, value in (("n_images", n_images), ("thumb_size", thumb_size), ("detail_images", detail_images),
-                            ("columns", columns)):
+                            ("columns", 1 if columns is None else columns)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"UnitBrowser: {name} must be a positive int, got {value!r}")
         super().__init__(projector=projector, **kwargs)
@@ -222,7 +222,8 @@ class UnitBrowser(WidgetBase):
         self.page_label.add_class("ndw-page-label")
         self.empty = HTML("", layout=Layout(display="none"))
         self.empty.add_class("ndw-empty")
-        self.grid = GridBox(layout=Layout(grid_template_columns=f"repeat({columns}, max-content)", grid_gap="6px"))
+        self._columns = "auto-fill" if columns is None else str(columns)
+        self.grid = GridBox(layout=Layout(grid_gap="6px"))
         self.grid.add_class("ndw-unit-grid")
 
         # detail view
@@ -395,6 +396,9 @@ class UnitBrowser(WidgetBase):
 
     def _ensure_tiles(self) -> None:
         width = self.n_images * self._thumb()
+        columns = f"repeat({self._columns}, {width + 14}px)"
+        if self.grid.layout.grid_template_columns != columns:
+            self.grid.layout.grid_template_columns = columns
         while len(self.tiles) < self.page_size:
             tile = _Tile(width)
             tile.button.on_click(self.guard(lambda _b, t=tile: self.show_unit(t.unit), "open unit"))
