@@ -24,10 +24,11 @@ import numpy as np
 from torch import nn
 
 from .._device import module_device
-from .._fingerprint import fingerprint, model_fingerprint
+from .._fingerprint import fingerprint, model_fingerprint, settings_of
+from .._io import check_writable, clean_stale
 from ..hooks import get_layer
 from . import _data, _sharded
-from ._cache import PASS_VERSION, commit_pass, load_pass, load_result, save_result
+from ._cache import PASS_VERSION, commit_pass, load_pass, load_result, save_result, work_dir
 from ._pass import collect
 from .backends import BACKENDS, Backend, choose_backend
 from ._stats import HIST_BINS, finish, sample_positions
@@ -108,6 +109,17 @@ def dissect(
         Changing only ``level``, ``iou_threshold``, ``k`` or ``receptive_field``
         reuses the stored pass (no model call). The stored pass holds the
         layer's low-res activations (float16): about ``N * C * h * w * 2`` bytes.
+        The model's part of the key (``_fingerprint.model_fingerprint``) covers
+        every parameter and buffer (non-persistent ones too), the class and
+        ``forward`` source of every submodule and their settings (``extra_repr``,
+        plain attributes such as an activation function held in one); the
+        segmenter's covers its attributes, dicts and lists included. Not covered:
+        code called from outside the module classes, global state, the contents
+        of other objects: pass ``cache_key`` when those change. Entries are
+        checked before use (a bad one is recomputed with a warning naming the
+        file), written once by concurrent runs, and leftovers of killed runs are
+        removed (see ``dissection._cache``). The folder is checked for writing
+        before any work.
     progress : bool
         Show a progress bar.
     seg_size : int or (int, int), optional
@@ -124,6 +136,9 @@ def dissect(
     store_dtype : {"float16", "float32"}
         Precision of the stored low-resolution activations; the levels and IoU
         are exact for the stored values ("float32": exact for the model's values).
+        Activations beyond float16's range (|a| > 65504, or maps whose largest
+        magnitude is below 6.1e-5) are stored as float32 with a warning;
+        ``config["store_dtype"]`` says what was used.
     level_sample : int, optional
         None (default): each level is the exact quantile of all upsampled
         pixels. An int ``m``: estimate it from ``m`` random upsampled positions
@@ -138,6 +153,15 @@ def dissect(
         more passes over the data, the same levels, IoU, labels and top images bit
         for bit (histograms then count every upsampled value). See
         :mod:`netdissect_widgets.dissection._sharded`.
+
+    backend : {"auto", "tensor", "numba"} or Backend
+        How the statistics are computed (:mod:`netdissect_widgets.dissection.backends`):
+        ``"tensor"`` in tensor operations on the model's device, ``"numba"`` as
+        compiled CPU loops (CPU models), ``"auto"`` numba on the CPU when it is
+        installed, else tensor. The results are bit-identical.
+    cache_key : JSON-able, optional
+        Anything else the result depends on that the cache key cannot see (e.g.
+        a version string of code the model calls); part of the key.
 
     Returns
     -------
@@ -172,10 +196,14 @@ def dissect(
     pass_key = fingerprint(
         "dissect-pass", PASS_VERSION, model_fp, layer, cfg["images"], _data.data_fingerprint(loader),
         _data.segmenter_fingerprint(segmenter), seg_size, cfg["store_dtype"], cfg["n_show"], cfg["thumb_size"],
+        settings_of(cache_key),
     )
     result_key = fingerprint("dissect-result", RESULT_VERSION, pass_key, cfg["level"], cfg["iou_threshold"], cfg["k"], rf,
                              cfg["level_sample"])
     cache = Path(cache_dir) if cache_dir is not None else None
+    if cache is not None:  # (before any work: an unwritable cache fails now, not after the pass)
+        check_writable(cache, "cache_dir")
+        clean_stale(cache)  # leftovers of runs that were killed while writing
     # bounded memory, or several processes (torchrun): the streamed engine (SCALE, _sharded.py)
     if _sharded.wanted(max_store_bytes, model, layer, loader, segmenter, cfg, len(concepts), seg_size):
         return _sharded.dissect_streamed(model, layer, loader, segmenter, cfg, concepts, categories, seg_size, rf,
@@ -190,8 +218,7 @@ def dissect(
     timings = {"pass_s": 0.0}
     if stored is None:
         if cache is not None:
-            cache.mkdir(parents=True, exist_ok=True)
-            work = Path(tempfile.mkdtemp(prefix=f".pass-{pass_key[:24]}.", suffix=".tmp", dir=cache))
+            work = work_dir(cache, f"pass-{pass_key[:24]}")
         else:
             tmp_owner = tempfile.TemporaryDirectory(prefix="dissect-")
             work = Path(tmp_owner.name)
@@ -200,8 +227,7 @@ def dissect(
             stored = collect(model, layer, loader, segmenter, cfg, len(concepts), seg_size, work, progress, engine)
             timings["pass_s"] = round(time.perf_counter() - t0, 4)
             if cache is not None:
-                commit_pass(stored, work, cache / f"pass-{pass_key[:24]}", pass_key)
-                stored = load_pass(cache / f"pass-{pass_key[:24]}", pass_key)
+                commit_pass(stored, work, cache / f"pass-{pass_key[:24]}", pass_key, len(concepts))
         except BaseException:
             if cache is not None:
                 shutil.rmtree(work, ignore_errors=True)
@@ -209,7 +235,7 @@ def dissect(
                 tmp_owner.cleanup()
             raise
     try:
-        config = dict(cfg, layer=layer, seg_size=list(stored["seg_size"]), feature_size=list(stored["feature_size"]),
+        config = dict(cfg, store_dtype=stored["store_dtype"], layer=layer, seg_size=list(stored["seg_size"]), feature_size=list(stored["feature_size"]),
                       receptive_field=rf, n_items=int(stored["maxes"].shape[0]), hist_bins=HIST_BINS,
                       hist_sample=f"{sample_positions(int(stored['maxes'].shape[0]), cfg['level_sample'])} random "
                                   f"upsampled positions per image",
@@ -280,6 +306,8 @@ def _check_receptive_field(rf: Any) -> list | None:
         stride, offset = pair(stride), pair(offset)
     except (TypeError, ValueError):
         raise ValueError(f"receptive_field must be (stride, offset) (scalars or (y, x) pairs), got {rf!r}") from None
+    if not all(np.isfinite(v) for v in stride + offset):
+        raise ValueError(f"receptive_field must hold finite numbers (stride, offset), got {rf!r}")
     if len(stride) != 2 or len(offset) != 2 or min(stride) <= 0:
         raise ValueError(f"receptive_field must be (stride > 0, offset) (scalars or (y, x) pairs), got {rf!r}")
     return [stride, offset]

@@ -56,8 +56,8 @@ document.querySelectorAll("table.sortable th").forEach((th, col) => {
 
 
 def _readable(path: Path) -> Path:
-    """Report files are for sharing: readable by all (temporary files start private)."""
-    os.chmod(path, 0o644)
+    """Report files get the user's usual mode (``_io.atomic_write`` creates them with 0666 less the
+    umask, like any file the user creates): nothing to change here."""
     return path
 
 

@@ -17,6 +17,7 @@ dissection's fingerprint, so a mismatched pair is refused.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._io import load_json, load_npz, save_json, save_npz
+from .._io import load_json, load_npz, replace_dir, save_json, save_npz, temp_dir
 from . import render
 from ._words import level_phrase  # (also imported from here by other modules)
 
@@ -245,10 +246,15 @@ class Dissection:
         return out
 
     def save(self, folder: str | os.PathLike) -> Path:
-        """Write ``arrays.npz`` and ``dissection.json`` into ``folder`` (atomic writes, no pickle)."""
+        """Write ``arrays.npz`` and ``dissection.json`` into ``folder`` (no pickle).
+
+        Atomic as a whole: the two files are written (and synced) in a new folder beside
+        ``folder``, which then takes its place (on Linux an old save is swapped out in one
+        step), so an interrupted save leaves the old save or the new one, never a mix. A
+        ``folder`` that holds other files too is not replaced: the two files are then written
+        one after the other (each atomically; :meth:`load` refuses a mismatched pair).
+        """
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        save_npz(folder / "arrays.npz", fingerprint=np.array(self.fingerprint), **self.arrays())
         meta = {
             "format": "netdissect_widgets.Dissection",
             "version": FORMAT_VERSION,
@@ -259,14 +265,33 @@ class Dissection:
             "units_are": "0-based",
             "labels": [asdict(lab) for lab in self.labels],
         }
-        save_json(folder / "dissection.json", meta)
-        for name in ("arrays.npz", "dissection.json"):
-            os.chmod(folder / name, 0o644)  # temporary files start private; a saved result is for sharing
+        ours = {"arrays.npz", "dissection.json"}
+        if folder.is_dir() and not {p.name for p in folder.iterdir()} <= ours:
+            save_npz(folder / "arrays.npz", fingerprint=np.array(self.fingerprint), **self.arrays())
+            save_json(folder / "dissection.json", meta)
+            return folder
+        work = temp_dir(folder.parent, folder.name)
+        try:
+            save_npz(work / "arrays.npz", fingerprint=np.array(self.fingerprint), **self.arrays())
+            save_json(work / "dissection.json", meta)
+            replace_dir(work, folder)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
         return folder
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> "Dissection":
-        """Read a dissection written by :meth:`save`."""
+        """Read a dissection written by :meth:`save`, checked before use.
+
+        Raises
+        ------
+        FileNotFoundError
+            ``folder`` is not a saved dissection.
+        ValueError
+            A file is unreadable, of another version, or disagrees with the other (types,
+            shapes, dtypes, index ranges); the message names the file.
+        """
         folder = Path(folder)
         meta_path, arr_path = folder / "dissection.json", folder / "arrays.npz"
         if not meta_path.is_file() or not arr_path.is_file():
@@ -274,17 +299,15 @@ class Dissection:
                 f"{folder} is not a saved dissection: expected dissection.json and arrays.npz (see Dissection.save)"
             )
         meta = load_json(meta_path)
-        if meta.get("format") != "netdissect_widgets.Dissection" or meta.get("version") != FORMAT_VERSION:
-            raise ValueError(
-                f"{meta_path} is not a version-{FORMAT_VERSION} dissection (format={meta.get('format')!r}, "
-                f"version={meta.get('version')!r}); re-run dissect"
-            )
+        if not isinstance(meta, dict) or meta.get("format") != "netdissect_widgets.Dissection" or (
+                meta.get("version") != FORMAT_VERSION):
+            got = (meta.get("format"), meta.get("version")) if isinstance(meta, dict) else type(meta).__name__
+            raise ValueError(f"{meta_path} is not a version-{FORMAT_VERSION} dissection (found {got!r}); re-run dissect")
+        fields = _check_meta(meta, meta_path)
         arrays = load_npz(arr_path)
         if str(arrays.pop("fingerprint", "")) != meta["fingerprint"]:
             raise ValueError(f"{arr_path} and {meta_path} belong to different dissections; re-run dissect")
-        fields = {k: meta[k] for k in (
-            "layer", "kind", "level", "iou_threshold", "concepts", "categories", "config",
-            "fingerprint", "model_fingerprint")}
+        _check_arrays(arrays, len(fields["concepts"]), arr_path)
         return cls(**fields, **{k: arrays[k] for k in _ARRAYS})
 
     def to_html(self, folder: str | os.PathLike, n: int = 5, size: int = 100) -> Path:
@@ -292,3 +315,62 @@ class Dissection:
         from .report import write_report
 
         return write_report(self, folder, n=n, size=size)
+
+
+# ---------------------------------------------------------------------- checks of saved files
+
+_META_TYPES = {"layer": str, "kind": str, "level": (int, float), "iou_threshold": (int, float), "concepts": list,
+               "categories": list, "config": dict, "fingerprint": str, "model_fingerprint": str}
+_FLOAT = ("levels", "iou", "topk_values", "hist_edges", "top_maps")
+
+
+def _check_meta(meta: dict, path: Path) -> dict:
+    for key, kind in _META_TYPES.items():
+        if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
+            raise ValueError(f"{path}: {key!r} is missing or not a {getattr(kind, '__name__', 'number')}; "
+                             f"re-run dissect")
+    if meta["kind"] not in ("classifier", "generator"):
+        raise ValueError(f"{path}: kind must be 'classifier' or 'generator', got {meta['kind']!r}")
+    names, cats = meta["concepts"], meta["categories"]
+    if len(names) < 1 or len(cats) != len(names) or not all(isinstance(v, str) for v in names + cats):
+        raise ValueError(f"{path}: concepts and categories must be lists of str of one length")
+    return {k: meta[k] for k in _META_TYPES}
+
+
+def _check_arrays(arrays: dict, n_concepts: int, path: Path) -> None:
+    """Shapes, dtypes and index ranges of a saved dissection's arrays, against each other."""
+    missing = [k for k in _ARRAYS if k not in arrays]
+    if missing:
+        raise ValueError(f"{path}: arrays {missing} are missing; re-run dissect")
+    a = arrays
+
+    def fail(what: str) -> None:
+        raise ValueError(f"{path}: {what}; the file is damaged or from another program: re-run dissect")
+
+    for k in _ARRAYS:
+        kind = a[k].dtype.kind
+        if (k in _FLOAT and kind != "f") or (k == "thumbs" and a[k].dtype != np.uint8) or (
+                k not in _FLOAT and k != "thumbs" and kind not in "iu"):
+            fail(f"array {k!r} has dtype {a[k].dtype}")
+    if a["levels"].ndim != 1:
+        fail(f"levels has shape {a['levels'].shape}, expected (units,)")
+    U, C = a["levels"].shape[0], n_concepts
+    want = {"iou": (U, C), "intersection": (U, C), "unit_pixels": (U,), "concept_pixels": (C,)}
+    for k, shape in want.items():
+        if a[k].shape != shape:
+            fail(f"{k} has shape {a[k].shape}, expected {shape} ({U} units, {C} concepts)")
+    k_top = a["topk_values"].shape[1] if a["topk_values"].ndim == 2 else -1
+    if a["topk_values"].shape != (U, k_top) or a["topk_indices"].shape != (U, k_top):
+        fail(f"topk_values {a['topk_values'].shape} and topk_indices {a['topk_indices'].shape} must be (units, k)")
+    if a["hist_counts"].ndim != 2 or a["hist_counts"].shape[0] != U or a["hist_edges"].shape != (
+            U, a["hist_counts"].shape[1] + 1):
+        fail(f"hist_counts {a['hist_counts'].shape} and hist_edges {a['hist_edges'].shape} disagree")
+    if a["thumbs"].ndim != 4 or a["thumbs"].shape[3] != 3 or a["thumb_index"].shape != (a["thumbs"].shape[0],):
+        fail(f"thumbs {a['thumbs'].shape} and thumb_index {a['thumb_index'].shape} disagree")
+    if a["top_maps"].ndim != 4 or a["top_maps"].shape[0] != U or a["top_maps"].shape[1] > k_top:
+        fail(f"top_maps has shape {a['top_maps'].shape}, expected (units, n_show <= k, h, w)")
+    if (a["topk_indices"] < 0).any() or (np.diff(a["thumb_index"]) <= 0).any():
+        fail("topk_indices must be >= 0 and thumb_index increasing")
+    shown = np.unique(a["topk_indices"][:, : a["top_maps"].shape[1]])
+    if not np.isin(shown, a["thumb_index"]).all():
+        fail("a top image shown has no thumbnail")

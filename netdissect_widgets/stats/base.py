@@ -101,16 +101,50 @@ class Stat:
 
     @classmethod
     def load(cls: type[S], path: str | os.PathLike) -> S:
-        """Rebuild a statistic saved with :meth:`save` (``Stat.load`` picks the class)."""
-        d = load_npz(path)
+        """Rebuild a statistic saved with :meth:`save` (``Stat.load`` picks the class).
+
+        Raises
+        ------
+        FileNotFoundError
+            No such file.
+        ValueError
+            The file is not a saved statistic, is damaged, or its arrays disagree with its
+            configuration or with each other (the message names the file).
+        TypeError
+            It holds another kind of statistic than ``cls``.
+        """
+        d = load_npz(path)  # (ValueError naming the file when it is not a readable .npz)
         if _CONFIG_KEY not in d:
             raise ValueError(f"{path} is not a saved statistic (no {_CONFIG_KEY!r} entry)")
-        config = json.loads(str(d.pop(_CONFIG_KEY)))
-        stat = from_config(config)
+        try:
+            config = json.loads(str(d.pop(_CONFIG_KEY)))
+            if not isinstance(config, dict):
+                raise ValueError(f"the configuration is a {type(config).__name__}, not a JSON object")
+            stat = from_config(config)
+        except (ValueError, TypeError, KeyError) as err:
+            raise ValueError(f"{path}: unreadable statistic configuration ({err})") from None
         if not isinstance(stat, cls):
             raise TypeError(f"{path} holds a {type(stat).__name__}, not a {cls.__name__}")
-        stat.load_state_dict(d)
+        try:
+            stat.load_state_dict(d)
+            stat._check_state()
+        except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as err:
+            raise ValueError(f"{path}: the saved state does not fit a {type(stat).__name__} ({err})") from None
         return stat
+
+    def _check_state(self) -> None:
+        """Raise ValueError when the loaded state's arrays disagree: by default every per-unit array
+        (all but scalars and those named in ``_other_axes``) has the same first dimension."""
+        sizes = {}
+        for name in self._state_names:
+            value = getattr(self, name)
+            if value is not None and value.dim() >= 1 and name not in self._other_axes:
+                sizes[name] = int(value.shape[0])
+        if len(set(sizes.values())) > 1:
+            raise ValueError(f"per-unit arrays of different lengths: {sizes}")
+
+    #: state arrays whose first dimension is not the units (see :meth:`_check_state`)
+    _other_axes: ClassVar[tuple[str, ...]] = ()
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "type")

@@ -44,6 +44,14 @@ class IoUTally(Stat):
     """
 
     _state_names = ("intersection", "unit_count", "concept_count", "images")
+    _other_axes = ("concept_count",)
+
+    def _check_state(self) -> None:
+        super()._check_state()
+        for name, want in (("unit_count", (self.num_units,)), ("concept_count", (self.num_concepts,))):
+            value = getattr(self, name)
+            if value is not None and tuple(value.shape) != want:
+                raise ValueError(f"{name} has shape {tuple(value.shape)}, expected {want}")
 
     def __init__(self, num_units: int, num_concepts: int) -> None:
         for name, value in (("num_units", num_units), ("num_concepts", num_concepts)):

@@ -23,14 +23,16 @@ import json
 import os
 import warnings
 import zipfile
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from .._batches import progress as progress_bar
 from .._fingerprint import fingerprint
-from .._io import load_npz, save_npz
+from .._io import check_writable, load_npz, save_npz
 from .base import Stat
 
 __all__ = ["tally"]
@@ -132,19 +134,16 @@ def tally(
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     fp = _fingerprint(stat_list, dataset, key)
-    if cache is not None and _try_load(cache, stat_list, fp):
-        return stats
+    if cache is not None:
+        check_writable(Path(cache).parent, "the folder of the tally cache")  # before computing, not after
+        if _try_load(cache, stat_list, fp):
+            return stats
     if isinstance(dataset, DataLoader):
         loader = dataset
     else:
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     dev = None if device is None else torch.device(device)
-    iterator: Any = loader
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(loader, desc="tally", leave=False)
-    for batch in iterator:
+    for batch in progress_bar(loader, progress, "tally"):
         if dev is not None:
             batch = _to_device(batch, dev)
         out = compute(batch)

@@ -33,6 +33,13 @@ class TopK(Stat):
 
     _state_names = ("values", "indices", "nan_count", "_count")
 
+    def _check_state(self) -> None:
+        super()._check_state()
+        if self.values is not None and (self.indices is None or self.values.shape != self.indices.shape
+                                        or self.values.dim() != 2 or self.values.shape[1] > self.k):
+            got = None if self.indices is None else tuple(self.indices.shape)
+            raise ValueError(f"values {tuple(self.values.shape)} and indices {got} must both be (units, <= k={self.k})")
+
     def __init__(self, k: int = 100, nan: str = "raise") -> None:
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise ValueError(f"k must be a positive int, got {k!r}")

@@ -95,18 +95,29 @@ def load_model(name: str, device: str | torch.device = "cpu", *, weights_dir: st
     try:
         entry = load_json(manifest_path)["models"][name]
         expected, config = entry["sha256"], entry["config"]
+        if not isinstance(expected, str) or not isinstance(config, dict):
+            raise TypeError("sha256 must be a str and config an object")
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{manifest_path} has no valid entry for {name} ({err!r}). {_regen(name)}") from err
     actual = sha256_file(path)
     if actual != expected:
         raise ValueError(f"{path} is corrupt or was changed: its SHA-256 is {actual}, the manifest expects "
                          f"{expected}. {_regen(name)}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    try:  # (memory-mapped: a header claiming more than the file holds fails instead of allocating it)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file gets the same advice
         raise ValueError(f"cannot read {path} ({err}). {_regen(name)}") from err
-    _check_world(name, path, config)
-    model = build_model(name, config)
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise ValueError(f"{path} does not hold a state dict (names -> tensors). {_regen(name)}")
+    try:
+        _check_world(name, path, config)
+        model = build_model(name, config)
+    except (KeyError, TypeError, ValueError) as err:
+        if isinstance(err, ValueError) and str(path) in str(err):
+            raise
+        raise ValueError(f"{manifest_path}: the {name} entry's config does not describe a model ({err!r}). "
+                         f"{_regen(name)}") from err
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
     try:
         model.load_state_dict(state, strict=True)
