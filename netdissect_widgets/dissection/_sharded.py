@@ -1,0 +1,553 @@
+"""Dissection in bounded memory, on one process or on every rank of ``torchrun``: exact, in streaming passes.
+
+The one-pass engine (:mod:`._pass`, :mod:`._stats`) stores every low-resolution
+activation and segmentation, then finds each unit's level among them. Here
+nothing grows with the data: the model runs over the data two or more times and
+each pass keeps only per-unit counters, so the memory is bounded
+(``max_store_bytes``) and each rank of a process group can read its own shard of
+the data and add its counters to the others' (:mod:`._distributed`).
+
+Upsampled values are turned into **keys**, their float32 bit patterns mapped to
+integers in the same order (-0.0 is +0.0 first). A unit's level is the numpy
+``linear`` quantile of its ``N*H*W`` values: order statistics ``r0`` and ``r0 - 1``
+(descending) mixed by ``frac`` (``_order.order_stats_needed``).
+
+1. **Histogram pass** (``pass 1``): per unit, a histogram of the top bits of the keys
+   of all upsampled values (exactly mergeable: integer counts summed over batches and
+   ranks); with it, the bin (a key window) holding each of the two order statistics
+   and the number of values above that window. The same pass keeps each image's
+   spatial max and min per unit (top-k images, histogram range).
+2. **Narrowing passes** (only when the windows hold more values than the budget allows):
+   a histogram of the next bits inside each window, which narrows it. After at most
+   32 bits a window is a single value.
+3. **Final pass**: every upsampled value is either above the upper window (surely in
+   the unit's region: counted against the segmentation at once, ``IoUTally``), inside
+   a window (kept, with its pixel's labels, until the level is known), or below
+   (never in the region). The level is then the order statistic among the kept values
+   (exactly as the one-pass engine picks it), and the kept values above it are counted.
+   The same pass counts the 64-bin histogram of **all** upsampled values (the one-pass
+   engine samples), and keeps each unit's maps and thumbnails on its top images (known
+   since pass 1).
+
+Levels, IoU counts, labels, top images, thumbnails and top maps equal the one-pass
+engine's bit for bit, whatever the number of ranks or the budget. The data are read
+once per pass, so they must yield the same items each time (no random augmentation).
+"""
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from .._device import module_device
+from .._fingerprint import fingerprint
+from ..hooks import Trace
+from ..stats import IoUTally, TopK
+from ..stats._bilinear import Upsampler
+from . import _data
+from ._cache import load_result, save_result
+from ..segment import reads_labels_from_data
+from ._distributed import Group
+from ._order import float32_below, order_stats_needed
+from ._pass import _compact_dtype, _fits_float16, _generated, _layer_output, _resize_seg, _thumbnails
+from .backends import Backend, choose_backend
+from ._stats import HIST_BINS
+from .result import Dissection, level_phrase
+
+__all__ = ["DEFAULT_BUDGET", "dissect_streamed", "in_memory_bytes", "wanted"]
+
+STREAM_VERSION = 1
+#: the memory budget under torchrun when no ``max_store_bytes`` is given
+DEFAULT_BUDGET = 1 << 30
+#: most key bits one histogram pass resolves (and fewer when the budget is small)
+HIST_BITS = 16
+#: upsampled values computed at once (one piece of units of one batch)
+CHUNK_VALUES = 1 << 22
+_SIGN = 1 << 31
+
+
+# --------------------------------------------------------------------------- when
+
+
+def wanted(max_store_bytes: int | None, model, layer, loader, segmenter, cfg, n_concepts, seg_size) -> bool:
+    """True when :func:`dissect_streamed` must run: a process group is initialised, or the one-pass
+    engine would store more than ``max_store_bytes`` (:func:`in_memory_bytes`)."""
+    if max_store_bytes is not None and (isinstance(max_store_bytes, bool) or not isinstance(max_store_bytes, int)
+                                        or max_store_bytes < 1):
+        raise ValueError(f"max_store_bytes must be None (no bound) or a positive int of bytes, got {max_store_bytes!r}")
+    if Group().active:
+        return True
+    if max_store_bytes is None:
+        return False
+    return in_memory_bytes(model, layer, loader, segmenter, cfg, n_concepts, seg_size) > max_store_bytes
+
+
+def in_memory_bytes(model, layer, loader, segmenter, cfg, n_concepts, seg_size) -> int:
+    """Bytes the one-pass engine stores for this dissection: the low-res activations (``store_dtype``),
+    the segmentations (compact ids) and each map's max and min; from one item run through the model."""
+    shapes = _probe(model, layer, loader, segmenter, cfg, seg_size)
+    units, (h, w), labels, (H, W) = shapes["units"], shapes["feature"], shapes["labels"], shapes["seg"]
+    per_item = (units * h * w * np.dtype(cfg["store_dtype"]).itemsize
+                + labels * H * W * _compact_dtype(n_concepts)[1].itemsize + 2 * units * 4)
+    return len(_data.dataset_of(loader)) * per_item
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def dissect_streamed(model, layer, loader, segmenter, cfg, concepts, categories, seg_size, rf, result_key: str,
+                     model_fp: str, cache: Path | None, progress: bool, max_store_bytes: int | None,
+                     backend: Backend | None = None) -> Dissection:
+    """The dissection in bounded memory on this rank's shard of the data, combined over all ranks
+    (see the module docstring); every rank returns the same :class:`Dissection`."""
+    if cfg["level_sample"] is not None:
+        raise ValueError("level_sample (estimated levels) is for the one-pass engine; in bounded memory "
+                         "(max_store_bytes) or under torch.distributed the levels are always exact: "
+                         "leave level_sample=None")
+    group = Group()
+    key = fingerprint("dissect-streamed", STREAM_VERSION, result_key)
+    group.agree(key, "model, layer, data or settings")
+    folder = cache / f"dissection-{key[:24]}" if cache is not None else None
+    if folder is not None:
+        hit = torch.tensor([load_result(folder, key) is not None if group.rank == 0 else 0], dtype=torch.int64)
+        if int(group.broadcast(hit, 0, "the cache check")):
+            found = load_result(folder, key)  # (every rank reads the entry: one file system shared by all)
+            if int(group.min(torch.tensor([found is not None], dtype=torch.int64), "the cache check")):
+                return found
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            result = _Run(model, layer, loader, segmenter, cfg, seg_size, rf, group,
+                          max_store_bytes or DEFAULT_BUDGET, progress and group.rank == 0, backend).run(
+                concepts, categories, key, model_fp)
+    finally:
+        model.train(was_training)
+    if folder is not None and group.rank == 0:  # (only after every collective succeeded)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        save_result(result, folder)
+    return result
+
+
+def _probe(model, layer, loader, segmenter, cfg, seg_size) -> dict:
+    """Shapes from the dataset's first item: units, feature (h, w), label channels, seg (H, W), image (H, W)."""
+    ds = _data.dataset_of(loader)
+    one = DataLoader(Subset(ds, [0]), batch_size=1, collate_fn=loader.collate_fn)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            _, a, s, pics = next(_batches(model, layer, one, 0, segmenter, cfg, seg_size, True, None))
+    finally:
+        model.train(was_training)
+    return {"units": a.shape[1], "feature": tuple(a.shape[2:]), "labels": s.shape[1], "seg": tuple(s.shape[2:]),
+            "image": tuple(pics.shape[2:])}
+
+
+def _batches(model, layer, loader, row: int, segmenter, cfg, seg_size, segment: bool,
+             bar: str | None) -> Iterator[tuple[int, torch.Tensor, Any, Any]]:
+    """``(first row, the layer's activations, seg or None, images or None)`` per batch of ``loader``;
+    the segmentation and the images only when ``segment``."""
+    device = module_device(model)
+    generator = cfg["images"] == "output"
+    use_batch = not generator and reads_labels_from_data(segmenter)
+    if bar is not None:
+        from tqdm.auto import tqdm
+
+        loader = tqdm(loader, desc=bar, unit="batch")
+    for batch in loader:
+        x = _data.split_batch(batch, cfg["images"]).to(device)
+        b = x.shape[0]
+        if not generator:
+            _data.check_images(x, "the data's images", row)
+        out = None
+        with Trace(model, layer, stop=not (segment and generator)) as tr:
+            out = model(x)
+        a = _layer_output(tr.output, layer, b)
+        s = pics = None
+        if segment:
+            pics = _generated(out, b) if generator else x
+            if generator:
+                _data.check_images(pics, "the generated images", row)
+            s = _data.segment_batch(segmenter, batch, pics, use_batch)
+            if seg_size is not None:
+                s = _resize_seg(s, seg_size)
+        yield row, a, s, pics
+        row += b
+
+
+def _keys(up: torch.Tensor) -> torch.Tensor:
+    """int64 keys of float32 values, in the values' order (0 .. 2**32 - 1; -0.0 counts as +0.0)."""
+    bits = up.add_(0.0).view(torch.int32).long()
+    return torch.where(bits >= 0, bits + _SIGN, -1 - bits)
+
+
+def _value(key: int) -> float:
+    """The float32 value of a key (inverse of :func:`_keys`)."""
+    bits = key - _SIGN if key >= _SIGN else -1 - key
+    return float(np.array([bits], dtype=np.int64).astype(np.int32).view(np.float32)[0])
+
+
+class _Run:
+    """One streamed dissection on this rank: the passes and what they keep."""
+
+    def __init__(self, model, layer, loader, segmenter, cfg, seg_size, rf, group: Group, budget: int,
+                 show: bool, backend: Backend | None = None) -> None:
+        self.model, self.layer, self.segmenter, self.cfg, self.seg_size = model, layer, segmenter, cfg, seg_size
+        self.group, self.budget, self.show = group, budget, show
+        self.device = module_device(model)
+        self.backend = backend or choose_backend("auto", self.device)  # (its thumbnails' conversion)
+        self.store = torch.float16 if cfg["store_dtype"] == "float16" else torch.float32
+        ds = _data.dataset_of(loader)
+        self.n = len(ds)
+        bs = loader.batch_size
+        if bs is None:
+            raise ValueError("dissect in bounded memory or under torch.distributed needs a DataLoader with a "
+                             "batch_size (or the Dataset itself)")
+        n_batches = -(-self.n // bs)
+        self.spans = []  # every rank's rows [start, stop)
+        for r in range(group.world):
+            b0, b1 = n_batches * r // group.world, n_batches * (r + 1) // group.world
+            self.spans.append((min(b0 * bs, self.n), min(b1 * bs, self.n)))
+        start, stop = self.spans[group.rank]
+        self.first_row = start
+        self.loader = loader if (start, stop) == (0, self.n) else DataLoader(
+            Subset(ds, range(start, stop)), batch_size=bs, shuffle=False, num_workers=loader.num_workers,
+            collate_fn=loader.collate_fn)
+        shapes = _probe(model, layer, loader, segmenter, cfg, seg_size)
+        self.units, self.feature = shapes["units"], shapes["feature"]
+        self.n_labels, self.seg_hw, self.image_hw = shapes["labels"], shapes["seg"], shapes["image"]
+        rf_pairs = None if rf is None else (tuple(rf[0]), tuple(rf[1]))
+        self.rf = rf
+        self.upsample = Upsampler(self.feature, self.seg_hw, rf_pairs, device=self.device)
+        self.total = self.n * self.seg_hw[0] * self.seg_hw[1]
+        r0, self.frac = order_stats_needed(self.total, cfg["level"])
+        # the descending ranks of the two order statistics (one when no interpolation is needed)
+        self.ranks = (r0, r0 - 1 if self.frac > 0 and r0 >= 1 else r0)
+        self.pass_times: list[float] = []
+
+    # ------------------------------------------------------------------ passes
+    def _pass(self, what: str, segment: bool):
+        self.pass_times.append(time.perf_counter())
+        bar = f"dissect {self.layer} pass {len(self.pass_times)}: {what}" if self.show else None
+        for row, a, s, pics in _batches(self.model, self.layer, self.loader, self.first_row, self.segmenter,
+                                        self.cfg, self.seg_size, segment, bar):
+            if tuple(a.shape[1:]) != (self.units, *self.feature):
+                raise ValueError(f"layer {self.layer!r} changed shape between batches: {tuple(a.shape[1:])} vs "
+                                 f"{(self.units, *self.feature)}")
+            if s is not None and tuple(s.shape[1:]) != (self.n_labels, *self.seg_hw):
+                raise ValueError(f"segmenter {_data.segmenter_name(self.segmenter)} changed output shape between "
+                                 f"batches: {tuple(s.shape[1:])} vs {(self.n_labels, *self.seg_hw)} "
+                                 f"(pass seg_size= to resample)")
+            yield row, a, s, pics  # (a: as the layer gave them; self.stored(a): as the one-pass engine keeps them)
+        self.pass_times[-1] = round(time.perf_counter() - self.pass_times[-1], 4)
+
+    def stored(self, a: torch.Tensor) -> torch.Tensor:
+        """The activations as the one-pass engine stores them (``store_dtype``), in float32."""
+        return a.to(self.store).float()
+
+    def _pieces(self, a: torch.Tensor) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """``(u0, u1, upsampled values (B, u1 - u0, H, W))`` over pieces of units."""
+        H, W = self.seg_hw
+        step = max(1, CHUNK_VALUES // max(1, a.shape[0] * H * W))
+        for u0 in range(0, self.units, step):
+            u1 = min(self.units, u0 + step)
+            yield u0, u1, self.upsample(a[:, u0:u1])
+
+    def _bits(self, windows: int) -> int:
+        """Key bits per histogram pass: at most HIST_BITS, and the histogram within half the budget."""
+        room = self.budget // 2 // (8 * self.units * windows)
+        return max(4, min(HIST_BITS, int(math.log2(max(room, 16)))))
+
+    def _histogram(self, lo: torch.Tensor, shift: int, nb: int, first: bool) -> torch.Tensor:
+        """Counts ``(U, windows, nb)`` of the keys in each unit's windows ``[lo, lo + nb << shift)``
+        (bins of ``1 << shift`` keys), over this rank's data, summed over the ranks. The first pass
+        also keeps the per-image extremes, the top images and each unit's count of zeros."""
+        U, T = lo.shape
+        lo = lo.to(self.device)
+        counts = torch.zeros(U * T * nb, dtype=torch.int64, device=self.device)
+        if first:
+            self.top = TopK(min(self.cfg["k"], self.n))
+            hi = torch.full((U,), -math.inf, device=self.device)
+            low = torch.full((U,), math.inf, device=self.device)
+            bad_units = torch.zeros(U, dtype=torch.int64, device=self.device)
+            zeros = torch.zeros(U, dtype=torch.int64, device=self.device)
+            nan_seen = unfit = 0
+        what = "level histogram" if first else "narrowing the levels"
+        for row, raw, _, _ in self._pass(what, segment=False):
+            if first:
+                raw_hi, raw_lo = raw.amax((2, 3)), raw.amin((2, 3))
+                bad = ~(torch.isfinite(raw_hi) & torch.isfinite(raw_lo))
+                if bool(bad.any()):
+                    bad_units += bad.sum(0)
+                    nan_seen += int(torch.isnan(raw_hi[bad]).any() | torch.isnan(raw_lo[bad]).any())
+                    continue
+                unfit += self.store == torch.float16 and not _fits_float16(raw_hi, raw_lo)
+                m, m_lo = raw_hi.to(self.store).float(), raw_lo.to(self.store).float()
+                self.top.add(m, index=torch.arange(row, row + raw.shape[0]))
+                hi, low = torch.maximum(hi, m.amax(0)), torch.minimum(low, m_lo.amin(0))
+            a = self.stored(raw)
+            for u0, u1, up in self._pieces(a):
+                keys = _keys(up).reshape(a.shape[0], u1 - u0, -1)
+                if first:
+                    zeros[u0:u1] += (keys == _SIGN).sum((0, 2))
+                base = (torch.arange(u0, u1, device=self.device)[None, :, None] * T) * nb
+                for t in range(T):
+                    rel = keys - lo[u0:u1, t, None]
+                    ok = (rel >= 0) & (rel < (nb << shift))
+                    idx = (rel >> shift) + base + t * nb
+                    counts += torch.bincount(idx[ok], minlength=U * T * nb)
+        g = self.group
+        if first:
+            bad = g.sum(bad_units, "the finite checks")
+            if bool(bad.any()):
+                units = torch.nonzero(bad).flatten().tolist()
+                what = "NaN" if int(g.sum(torch.tensor([nan_seen]), "the finite checks")) else "Inf"
+                raise ValueError(f"the layer's activations contain {what} (units {units[:20]}, 0-based); dissect "
+                                 f"needs finite activations: check the model and its inputs")
+            self.unfit = int(g.sum(torch.tensor([unfit]), "the float16 checks"))
+            self.hi_all, self.lo_all = g.max(hi, "the activation maxima").cpu(), g.min(low, "the minima").cpu()
+            self.zeros = g.sum(zeros, "the zero counts").cpu()
+            self._merge_top()
+        return g.sum(counts, "the level histograms").cpu().reshape(U, T, nb)
+
+    def _merge_top(self) -> None:
+        """Every rank's top images per unit merged into the global top-k (``TopK.merge``: exact, ties
+        to the smaller dataset index, whatever the order)."""
+        k = self.top.k
+        if self.top.values is None:  # a rank without data
+            values, index = torch.zeros(0, self.units), torch.zeros(0, self.units, dtype=torch.int64)
+        else:
+            values, index = self.top.values.t().cpu(), self.top.indices.t().cpu()
+        merged = TopK(k)
+        for v, i in zip(self.group.gather(values, "the top images"), self.group.gather(index, "the top images")):
+            if v.shape[0]:
+                part = TopK(k)
+                part.load_state_dict({"values": v.t().numpy(), "indices": i.t().numpy(),
+                                      "nan_count": np.zeros(self.units, np.int64),
+                                      "_count": np.array(v.shape[0], np.int64)})
+                merged.merge(part)
+        self.topk_values, self.topk_indices = merged.result()
+
+    # ------------------------------------------------------------------ levels
+    def _narrow(self, hist: torch.Tensor, lo: torch.Tensor, above: torch.Tensor, shift: int, inside=None):
+        """For each order statistic, the bin of its window that holds it: the new windows ``lo (U, 2)``,
+        the values above them ``(U, 2)`` and inside them ``(U, 2)``. With one window (the first pass)
+        both statistics are looked for in it."""
+        U, T, nb = hist.shape
+        if inside is not None and not torch.equal(hist.sum(-1), inside[:, :T]):
+            raise RuntimeError(
+                "the layer's activations changed between two passes over the data: dissect in bounded memory "
+                "or under torch.distributed reads the data once per pass, so the data and the model must give "
+                "the same values every time (no random augmentation, no dropout in eval mode)")
+        new_lo, new_above, new_inside = (torch.zeros(U, 2, dtype=torch.int64) for _ in range(3))
+        for t, r in enumerate(self.ranks):
+            w = min(t, T - 1)
+            h = hist[:, w]
+            above_bin = above[:, w, None] + (h.sum(-1, keepdim=True) - h.cumsum(-1))  # values above each bin
+            here = (above_bin <= r) & (r < above_bin + h)
+            if not bool(here.any(-1).all()):
+                raise RuntimeError("internal error: an order statistic is in no bin of its window; please report this")
+            b = here.long().argmax(-1, keepdim=True)
+            new_lo[:, t] = lo[:, w] + (b[:, 0] << shift)
+            new_above[:, t], new_inside[:, t] = above_bin.gather(1, b)[:, 0], h.gather(1, b)[:, 0]
+        return new_lo, new_above, new_inside
+
+    def run(self, concepts, categories, key: str, model_fp: str) -> Dissection:
+        U = self.units
+        bits = self._bits(1)
+        shift = 32 - bits
+        lo = torch.zeros(U, 1, dtype=torch.int64)
+        hist = self._histogram(lo, shift, 1 << bits, first=True)
+        if self.unfit:  # as the one-pass engine: activations that float16 would lose are kept as float32
+            warnings.warn(
+                f"layer {self.layer!r} has activations beyond float16's range (|a| > 65504, or a map whose "
+                f"largest |a| is below 6.1e-05, where float16 keeps few digits): using them as float32 instead "
+                f"(pass store_dtype='float32' to choose it up front and save this pass)", RuntimeWarning, stacklevel=4)
+            self.store = torch.float32
+            hist = self._histogram(lo, shift, 1 << bits, first=True)
+        lo, above, inside = self._narrow(hist, lo, torch.zeros(U, 1, dtype=torch.int64), shift)
+        # a window holding only zeros (a unit silent on >= 1 - level of its pixels): its value is known
+        zero_only = (lo <= _SIGN) & (_SIGN < lo + (1 << shift)) & (inside == self.zeros[:, None])
+        per_value = 12 + 4 * self.n_labels  # a kept value, its unit, its labels; and its copy gathered
+        while shift > 0:
+            known = zero_only
+            distinct = lo[:, 1] != lo[:, 0]
+            kept = int(inside[:, 0][~known[:, 0]].sum() + inside[:, 1][~known[:, 1] & distinct].sum())
+            if kept * per_value <= self.budget // 2:
+                break
+            bits = min(shift, self._bits(2))
+            shift -= bits
+            hist = self._histogram(lo, shift, 1 << bits, first=False)
+            lo, above, inside = self._narrow(hist, lo, above, shift, inside)
+            zero_only = zero_only & (inside == self.zeros[:, None])
+        known = zero_only | (shift == 0)
+        values = torch.where(zero_only, 0.0, torch.tensor([[_value(int(k)) for k in row] for row in lo.tolist()],
+                                                            dtype=torch.float64))
+        return self._final(lo, above, shift, known, values.tolist(), concepts, categories, key, model_fp)
+
+    # ------------------------------------------------------------------ final pass
+    def _final(self, lo, above, shift, known, values, concepts, categories, key, model_fp) -> Dissection:
+        U, C, dev, g = self.units, len(concepts), self.device, self.group
+        width = 1 << shift
+        distinct = lo[:, 1] != lo[:, 0]
+        keep0, keep1 = ~known[:, 0], ~known[:, 1] & distinct  # windows whose values are kept
+        w1_known = known[:, 1] & distinct  # an upper window of one known value: its pixels tallied apart
+        lo_d, keep0_d, keep1_d, w1_d = lo.to(dev), keep0.to(dev), keep1.to(dev), w1_known.to(dev)
+        top_end = lo_d[:, 1] + width  # values with a key from here up are above every level candidate
+        sure, upper = IoUTally(U, C), IoUTally(U, C)
+        hist64 = torch.zeros(U * HIST_BINS, dtype=torch.int64, device=dev)
+        lo_all, hi_all = self.lo_all.to(dev), self.hi_all.to(dev)
+        span = (hi_all - lo_all).clamp_min(1e-12)
+        n_show = min(self.cfg["n_show"], self.n)
+        show = self.topk_indices[:, :n_show]
+        top_maps = torch.full((U, n_show, *self.feature), -math.inf)
+        need = np.unique(show.numpy())
+        thumbs: dict[int, np.ndarray] = {}
+        kept_v, kept_u, kept_l = [], [], []
+        H, W = self.seg_hw
+        for row, raw, s, pics in self._pass("regions, top images, thumbnails", segment=True):
+            a, b = self.stored(raw), raw.shape[0]
+            ordered = s.reshape(b, self.n_labels, H * W).sort(1).values
+            first = ordered != 0
+            first[:, 1:] &= ordered[:, 1:] != ordered[:, :-1]
+            labels = torch.where(first, ordered, 0)  # each concept once per pixel, as IoUTally counts
+            in_sure = torch.zeros(b, U, H, W, dtype=torch.bool, device=dev)
+            in_upper = torch.zeros(b, U, H, W, dtype=torch.bool, device=dev)
+            for u0, u1, up in self._pieces(a):
+                bins = ((up - lo_all[None, u0:u1, None, None]) * (HIST_BINS / span)[None, u0:u1, None, None])
+                bins = bins.long().clamp_(0, HIST_BINS - 1) + torch.arange(u0, u1, device=dev)[None, :, None, None] * HIST_BINS
+                hist64 += torch.bincount(bins.reshape(-1), minlength=U * HIST_BINS)
+                del bins
+                keys = _keys(up)
+                sl = slice(u0, u1)
+                kk = lambda t: t[None, sl, None, None]  # noqa: E731 (per-unit values against (b, u, H, W))
+                in_sure[:, sl] = keys >= kk(top_end)
+                in_w0 = (keys >= kk(lo_d[:, 0])) & (keys < kk(lo_d[:, 0] + width))
+                in_w1 = (keys >= kk(lo_d[:, 1])) & (keys < kk(lo_d[:, 1] + width))
+                in_upper[:, sl] = in_w1 & kk(w1_d)
+                n_, u_, p_ = torch.nonzero(((in_w0 & kk(keep0_d)) | (in_w1 & kk(keep1_d))).reshape(b, u1 - u0, -1),
+                                           as_tuple=True)
+                if n_.numel():
+                    kept_v.append(up.reshape(b, u1 - u0, -1)[n_, u_, p_].cpu())
+                    kept_u.append((u_ + u0).int().cpu())
+                    kept_l.append(labels[n_, :, p_].int().cpu())
+            sure.add(in_sure, s)
+            if bool(w1_d.any()):
+                upper.add(in_upper, s)
+            # the top images of this batch: their maps (as stored) and thumbnails
+            here = (show >= row) & (show < row + b)
+            if bool(here.any()):
+                uu, jj = torch.nonzero(here, as_tuple=True)
+                top_maps[uu, jj] = a[(show[uu, jj] - row).to(dev), uu.to(dev)].half().float().cpu()
+            mine = [int(i) for i in need if row <= i < row + b]
+            if mine:
+                thumbs.update(zip(mine, _thumbnails(pics, self.cfg["thumb_size"], self.backend,
+                                                     [i - row for i in mine])))
+        # the levels: each order statistic among the kept values of its window (gathered from every rank)
+        v_loc = torch.cat(kept_v) if kept_v else torch.zeros(0)
+        u_loc = torch.cat(kept_u) if kept_u else torch.zeros(0, dtype=torch.int32)
+        l_loc = torch.cat(kept_l) if kept_l else torch.zeros(0, self.n_labels, dtype=torch.int32)
+        v_all = torch.cat(g.gather(v_loc, "the values near the levels")).numpy()
+        u_all = torch.cat(g.gather(u_loc, "the values near the levels")).numpy()
+        levels = self._levels(v_all, u_all, lo, above, width, known, values)
+        # the kept values above their unit's level, counted against their labels
+        inter = sure.intersection.cpu().clone()
+        unit_pixels = sure.unit_count.cpu().clone()
+        if len(v_loc):
+            v_np, u_np, l_np = v_loc.numpy(), u_loc.numpy().astype(np.int64), l_loc.numpy().astype(np.int64)
+            inside = v_np > levels[u_np]
+            unit_pixels += torch.from_numpy(np.bincount(u_np[inside], minlength=U))
+            flat = (u_np[inside, None] * C + l_np[inside]).reshape(-1)
+            inter += torch.from_numpy(np.bincount(flat, minlength=U * C).reshape(U, C))
+        # an upper window of one value v1: its pixels are in the region when v1 is above the level
+        v1 = np.array([row[1] for row in values])
+        add = torch.from_numpy(w1_known.numpy() & (v1 > levels))
+        inter += torch.where(add[:, None], upper.intersection.cpu(), 0)
+        unit_pixels += torch.where(add, upper.unit_count.cpu(), 0)
+        inter[:, 0] = 0
+        total = g.sum(torch.cat([inter.reshape(-1), unit_pixels, sure.concept_count.cpu(), hist64.cpu()]),
+                      "the region counts")
+        inter, total = total[: U * C].reshape(U, C).numpy(), total[U * C:]
+        unit_pixels, concept_pixels = total[:U].numpy(), total[U : U + C].numpy()
+        hist_counts = total[U + C:].reshape(U, HIST_BINS).numpy()
+        top_maps = g.max(top_maps, "the top maps").numpy().astype(np.float16)
+        thumb_stack = self._thumbs(need, thumbs)
+        return self._result(levels, inter, unit_pixels, concept_pixels, hist_counts, top_maps, need, thumb_stack,
+                            concepts, categories, key, model_fp)
+
+    def _levels(self, v_all, u_all, lo, above, width, known, values) -> np.ndarray:
+        """Each unit's level: its two order statistics (known values, or picked among the kept values of
+        their windows) mixed as the one-pass engine mixes them."""
+        U = self.units
+        order = np.lexsort((-v_all, u_all))  # by unit, then value descending
+        v_sorted, u_sorted = v_all[order], u_all[order]
+        cuts = np.searchsorted(u_sorted, np.arange(U + 1))
+        levels = np.zeros(U, dtype=np.float32)
+        lo_l, above_l, known_l = lo.tolist(), above.tolist(), known.tolist()
+        for u in range(U):
+            vals = v_sorted[cuts[u] : cuts[u + 1]]
+            picked = []
+            for t, r in enumerate(self.ranks):
+                if known_l[u][t]:
+                    picked.append(values[u][t])
+                    continue
+                keys = _keys(torch.from_numpy(vals.copy())).numpy()
+                higher = int(np.count_nonzero(keys >= lo_l[u][t] + width))
+                at = higher + r - above_l[u][t]
+                if not higher <= at < len(vals) or keys[at] < lo_l[u][t]:
+                    raise RuntimeError(
+                        "the layer's activations changed between two passes over the data: the data and the model "
+                        "must give the same values every time (no random augmentation)")
+                picked.append(float(vals[at]))
+            v0, v1 = picked
+            levels[u] = float32_below(v0 + self.frac * (v1 - v0) if self.frac > 0 else v0)
+        return levels
+
+    def _thumbs(self, need: np.ndarray, thumbs: dict) -> np.ndarray:
+        """The thumbnails of the images ``need`` (sorted), each sent by the rank that read it."""
+        H, W = self.image_hw
+        scale = min(1.0, self.cfg["thumb_size"] / max(H, W))
+        th, tw = (max(1, round(H * scale)), max(1, round(W * scale))) if scale < 1.0 else (H, W)
+        out = np.zeros((len(need), th, tw, 3), dtype=np.uint8)
+        for src, (start, stop) in enumerate(self.spans):
+            sel = np.flatnonzero((need >= start) & (need < stop))
+            if not len(sel):
+                continue
+            part = (torch.from_numpy(np.stack([thumbs[int(i)] for i in need[sel]])) if src == self.group.rank
+                    else torch.zeros((len(sel), th, tw, 3), dtype=torch.uint8))
+            out[sel] = self.group.broadcast(part, src, "the thumbnails").numpy()
+        return out
+
+    def _result(self, levels, inter, unit_pixels, concept_pixels, hist_counts, top_maps, need, thumbs,
+                concepts, categories, key, model_fp) -> Dissection:
+        cfg, level = self.cfg, self.cfg["level"]
+        lo_all, hi_all = self.lo_all, self.hi_all
+        steps = torch.linspace(0, 1, HIST_BINS + 1)
+        hist_edges = (lo_all[:, None] + (hi_all - lo_all)[:, None] * steps[None]).numpy()
+        live = levels > lo_all.numpy()
+        rel = np.abs(unit_pixels[live] / self.total - (1 - level)) / (1 - level)
+        config = dict(cfg, store_dtype="float16" if self.store == torch.float16 else "float32", layer=self.layer, seg_size=list(self.seg_hw), feature_size=list(self.feature),
+                      receptive_field=self.rf, n_items=self.n, hist_bins=HIST_BINS,
+                      hist_sample="all upsampled positions", level_meaning=level_phrase(level), units="0-based",
+                      levels="exact (all upsampled pixels)", passes=len(self.pass_times),
+                      top_fraction_rel_error=({"median": float(np.median(rel)), "max": float(rel.max()),
+                                               "units": int(live.sum())} if live.any() else None),
+                      timings={"passes_s": self.pass_times, "world_size": self.group.world})
+        union = unit_pixels[:, None] + concept_pixels[None, :] - inter
+        iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0).astype(np.float32)
+        iou[:, 0] = 0
+        return Dissection(
+            layer=self.layer, kind="classifier" if cfg["images"] == "input" else "generator",
+            level=level, iou_threshold=cfg["iou_threshold"], concepts=concepts, categories=categories,
+            config=config, fingerprint=key, model_fingerprint=model_fp, levels=levels, iou=iou,
+            topk_values=self.topk_values.numpy(), topk_indices=self.topk_indices.numpy(),
+            hist_counts=hist_counts, hist_edges=hist_edges, thumbs=thumbs, thumb_index=need.astype(np.int64),
+            top_maps=top_maps, intersection=inter, unit_pixels=unit_pixels, concept_pixels=concept_pixels,
+        )

@@ -1,0 +1,147 @@
+"""dissect(..., max_store_bytes=...): the streamed engine equals the one-pass engine exactly.
+
+Above the bound nothing is stored: a histogram pass brackets each unit's level, narrowing
+passes (when the budget is small) shrink the brackets, and a final pass keeps only the
+values inside them and counts the regions. Levels, IoU counts, labels, top images,
+thumbnails and top maps must equal the one-pass engine's bit for bit.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from netdissect_widgets import dissect
+from netdissect_widgets.stats._bilinear import Upsampler
+from tests.test_dissect_faithfulness import DataSegmenter, KnownSegData, Planted, RandomConv, RandomSegData
+
+EXACT = ("levels", "iou", "topk_values", "topk_indices", "intersection", "unit_pixels", "concept_pixels",
+         "thumbs", "thumb_index", "top_maps", "hist_edges")
+
+
+def as_array(v):
+    return v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+
+
+def assert_same_dissection(a, b, fields=EXACT) -> None:
+    for name in fields:
+        x, y = as_array(getattr(a, name)), as_array(getattr(b, name))
+        assert x.shape == y.shape, name
+        np.testing.assert_array_equal(x, y, err_msg=name)
+    assert a.labels == b.labels
+
+
+@pytest.mark.parametrize("level", [0.99, 0.95, 0.5])
+def test_bounded_equals_in_memory(level):
+    ds, model = RandomSegData(n=40), RandomConv()
+    kw = dict(level=level, progress=False, k=5, n_show=3, batch_size=7)
+    ref = dissect(model, "features", ds, DataSegmenter(), **kw)
+    passes = []
+    for budget in (25000, 600):  # both below the one-pass engine's 30 kB
+        got = dissect(model, "features", ds, DataSegmenter(), max_store_bytes=budget, **kw)
+        assert_same_dissection(ref, got)
+        passes.append(got.config["passes"])
+    assert "passes" not in ref.config
+    assert 2 <= passes[0] < passes[1]  # a smaller budget: more narrowing passes between the first and last
+
+
+def test_bounded_planted_units_with_ties_and_silent_units():
+    """Planted units: a mask (exact ties at 0 and 1), a constant, a silent unit: windows that hold one value."""
+    ds = KnownSegData(n=60)
+    for level in (0.99, 0.5):
+        ref = dissect(Planted(), "units", ds, DataSegmenter(), level=level, progress=False, k=8, n_show=4)
+        got = dissect(Planted(), "units", ds, DataSegmenter(), level=level, progress=False, k=8, n_show=4,
+                      max_store_bytes=100)
+        assert_same_dissection(ref, got)
+        assert got.labels[0].concept == "dog"
+
+
+def test_bounded_toy_classifier_and_toy_gan():
+    from netdissect_widgets.toyworld.setups import toy_setup
+
+    for name, n in (("toy-classifier", 12), ("toy-gan", 6)):
+        s = toy_setup(name, n, seed=3)
+        kw = dict(images=s.images, progress=False, k=6, n_show=2, batch_size=5)
+        ref = dissect(s.model, s.layer, s.data, s.segmenter, **kw)
+        got = dissect(s.model, s.layer, s.data, s.segmenter, max_store_bytes=400_000, **kw)
+        assert got.kind == ref.kind
+        assert_same_dissection(ref, got)
+
+
+def test_bounded_histogram_counts_every_upsampled_value():
+    ds, model = RandomSegData(n=20), RandomConv()
+    d = dissect(model, "features", ds, DataSegmenter(), progress=False, k=3, max_store_bytes=1000)
+    with torch.no_grad():
+        acts = model.features(ds.images).half().float()
+    up = Upsampler(acts.shape[2:], ds.seg.shape[2:])(acts)  # (N, U, H, W)
+    lo, hi = torch.from_numpy(d.hist_edges[:, 0]), torch.from_numpy(d.hist_edges[:, -1])
+    bins = ((up - lo[None, :, None, None]) * (64 / (hi - lo).clamp_min(1e-12))[None, :, None, None])
+    bins = bins.long().clamp(0, 63).permute(1, 0, 2, 3).reshape(up.shape[1], -1)
+    expect = np.stack([np.bincount(row.numpy(), minlength=64) for row in bins])
+    np.testing.assert_array_equal(d.hist_counts, expect)
+    assert d.config["hist_sample"] == "all upsampled positions"
+
+
+def test_progress_bar_names_each_pass(capsys):
+    dissect(RandomConv(), "features", RandomSegData(n=14), DataSegmenter(), progress=True, k=3, batch_size=7,
+            max_store_bytes=1000)
+    err = capsys.readouterr().err
+    assert "pass 1: level histogram" in err
+    assert "narrowing the levels" in err
+    assert "regions, top images, thumbnails" in err
+
+
+def test_data_that_fit_stay_on_the_one_pass_engine():
+    d = dissect(RandomConv(), "features", RandomSegData(n=8), DataSegmenter(), progress=False, k=3,
+                max_store_bytes=1 << 30)
+    assert "passes" not in d.config
+
+
+@pytest.mark.parametrize("bad", [0, -5, 1.5, True, "1GB"])
+def test_bad_bound_is_refused(bad):
+    with pytest.raises(ValueError, match="max_store_bytes must be"):
+        dissect(RandomConv(), "features", RandomSegData(n=8), DataSegmenter(), progress=False, max_store_bytes=bad)
+
+
+def test_estimated_levels_are_refused_when_streaming():
+    with pytest.raises(ValueError, match="level_sample"):
+        dissect(RandomConv(), "features", RandomSegData(n=8), DataSegmenter(), progress=False, level_sample=4,
+                max_store_bytes=10)
+
+
+class Augmented(RandomSegData):
+    """Random noise added on every read: the passes see different activations."""
+
+    def __getitem__(self, i):
+        image, seg = super().__getitem__(i)
+        return image * 0.9 + 0.1 * torch.rand(image.shape), seg
+
+
+def test_data_that_change_between_passes_are_refused():
+    with pytest.raises(RuntimeError, match="changed between two passes"):
+        dissect(RandomConv(), "features", Augmented(n=20), DataSegmenter(), progress=False, k=3,
+                max_store_bytes=300)
+
+
+class Huge(nn.Module):
+    """Activations beyond float16's range."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, stride=4, padding=1), nn.ReLU())
+        with torch.no_grad():
+            self.features[0].weight.mul_(1e5)
+
+    def forward(self, x):
+        return self.features(x).mean((2, 3))
+
+
+def test_activations_beyond_float16_are_streamed_as_float32():
+    ds = RandomSegData(n=14)
+    ref = dissect(Huge(), "features", ds, DataSegmenter(), progress=False, k=3, store_dtype="float32")
+    with pytest.warns(RuntimeWarning, match="float16"):
+        got = dissect(Huge(), "features", ds, DataSegmenter(), progress=False, k=3, max_store_bytes=1000)
+    assert got.config["store_dtype"] == "float32"
+    assert_same_dissection(ref, got)
