@@ -485,3 +485,84 @@ def test_saved_files_are_readable_by_others(planted, tmp_path):
     for path in [tmp_path / "d" / "arrays.npz", tmp_path / "d" / "dissection.json", index,
                  tmp_path / "r" / "units" / "unit_0000.png"]:
         assert path.stat().st_mode & 0o044 == 0o044, path
+
+
+def test_concept_names_are_plain_text_in_every_chart(data, tmp_path):
+    """A '$' in a concept name is a dollar sign, never mathtext ('$\\foo$' used to crash the charts)."""
+    import io
+
+    from netdissect_widgets.dissection import render
+
+    class Dollars(DataSegmenter):
+        concepts = ["-", r"$\foo$", "cat", r"50$ \bill", "sky", "$x^2$"]
+
+    d = dissect(Planted(), "units", data, Dollars(), progress=False, k=4, n_show=3)
+    assert d.labels[0].concept == r"$\foo$"
+    figures = [d.concept_chart(), render.concept_bars_figure(d, 0), render.histogram_figure(d, 0),
+               render.heatmap_figure(d, 0, 0)]
+    for fig in figures:
+        fig.savefig(io.BytesIO(), format="png")  # draws every text
+    labels = [t.get_text() for t in figures[0].axes[0].get_xticklabels()]
+    assert r"$\foo$" in labels
+    bars = [t.get_text() for t in figures[1].axes[0].get_yticklabels()]
+    assert r"$\foo$" in bars and r"50$ \bill" in bars
+    assert (tmp_path / "r" / "index.html") == d.to_html(tmp_path / "r", n=2, size=16)
+    from netdissect_widgets.dissection.report import write_figures
+
+    assert all(p.stat().st_size > 0 for p in write_figures(d, tmp_path, "dollars"))
+
+
+@pytest.mark.parametrize("scale", [1e5, 1e-7])
+def test_activations_beyond_float16_are_stored_as_float32_with_a_warning(data, scale):
+    """Above 65504 float16 has no values (NaN levels), below 6.1e-5 few digits: both are detected and
+    the pass stores float32 instead, giving what store_dtype='float32' gives."""
+    model = Planted()
+    with torch.no_grad():
+        model.scale.fill_(scale)  # unit 0 = dog mask x scale
+    with pytest.warns(RuntimeWarning, match="float16"):
+        d = dissect(model, "units", data, DataSegmenter(), progress=False, k=4, n_show=3, batch_size=7)
+    want = dissect(model, "units", data, DataSegmenter(), progress=False, k=4, n_show=3, store_dtype="float32")
+    assert d.config["store_dtype"] == "float32"
+    np.testing.assert_array_equal(d.levels.numpy(), want.levels.numpy())
+    np.testing.assert_array_equal(d.topk_values.numpy(), want.topk_values.numpy())
+    assert float(d.topk_values[0, 0]) == pytest.approx(scale, rel=1e-6)
+    assert d.labels[0].concept == "dog"
+
+
+def test_activations_in_float16_range_stay_float16_silently(data, recwarn):
+    d = dissect(Planted(), "units", data, DataSegmenter(), progress=False, k=4, n_show=3)
+    assert d.config["store_dtype"] == "float16"
+    assert not [w for w in recwarn if "float16" in str(w.message)]
+
+
+class Scaled(torch.utils.data.Dataset):
+    def __init__(self, base, scale, shift=0.0):
+        self.base, self.scale, self.shift = base, scale, shift
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        x, s = self.base[i]
+        return x * self.scale + self.shift, s
+
+
+@pytest.mark.parametrize("scale, shift, match", [(127.5, 127.5, r"\[-1, 1\].*127.5"), (1.0, float("nan"), "NaN")])
+def test_images_outside_minus_one_one_are_refused_before_the_model_runs(data, scale, shift, match):
+    from tests.test_cache import Counting
+
+    Counting.calls = 0
+    with pytest.raises(ValueError, match=match):
+        dissect(Counting(), "units", Scaled(data, scale, shift), DataSegmenter(), progress=False)
+    assert Counting.calls == 0
+
+
+def test_images_slightly_outside_minus_one_one_are_accepted(data):
+    d = dissect(Planted(), "units", Scaled(data, 1.1), DataSegmenter(), progress=False, k=3, n_show=2)
+    assert d.num_units == 4
+
+
+@pytest.mark.parametrize("rf", [(4, float("nan")), ((4, 4), (float("inf"), 0.0))])
+def test_non_finite_receptive_field_is_refused(data, rf):
+    with pytest.raises(ValueError, match="finite"):
+        dissect(Planted(), "units", data, DataSegmenter(), progress=False, receptive_field=rf)

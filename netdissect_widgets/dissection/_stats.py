@@ -131,7 +131,7 @@ def finish(stored: dict, cfg: dict, rf, concepts: list[str], categories: list[st
         topk_values, topk_indices = top.result()
     # each unit's maps on its top n_show images (as stored)
     show_idx = topk_indices[:, :n_show].numpy()
-    top_maps = np.asarray(acts[show_idx, np.arange(n_units)[:, None]], dtype=np.float16)
+    top_maps = np.asarray(acts[show_idx, np.arange(n_units)[:, None]])  # (float16 where it fits: see Dissection)
     # how close each region is to the top (1 - level) of its unit's pixels (units whose level is
     # above their minimum; at the minimum, ties make the region smaller by definition)
     total = n * int(stored["seg_size"][0]) * int(stored["seg_size"][1])

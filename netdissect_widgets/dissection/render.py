@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from .._plot import plain_text
 from ..stats._bilinear import interp_matrix
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -204,6 +205,7 @@ def concept_bars_figure(d: "Dissection", unit: int, n: int = 8, scale: float = 1
     ax.set_xlabel("IoU (dotted: match threshold)", fontsize=8 * scale)
     ax.set_title(f"unit {unit}: best concepts (label and runner-ups)", fontsize=9 * scale)
     ax.tick_params(axis="x", labelsize=7 * scale)
+    plain_text(fig)  # (names are shown as typed: a '$' is a dollar sign, not mathtext)
     fig.tight_layout()
     return fig
 
@@ -224,6 +226,7 @@ def histogram_figure(d: "Dissection", unit: int, scale: float = 1.0) -> Any:
     ax.set_title(f"unit {unit}: activation histogram", fontsize=9 * scale)
     ax.legend(fontsize=7 * scale)
     ax.tick_params(labelsize=7 * scale)
+    plain_text(fig)  # (names are shown as typed: a '$' is a dollar sign, not mathtext)
     fig.tight_layout()
     return fig
 
@@ -257,5 +260,6 @@ def concept_chart(d: "Dissection", ax: Any = None) -> Any:
         ax.legend(handles=[Patch(color=CATEGORY_COLORS[c], label=c) for c in present], fontsize=8, frameon=False)
     if not names:
         ax.text(0.5, 0.5, "no unit matched a concept", ha="center", va="center", transform=ax.transAxes)
+    plain_text(fig)  # (names are shown as typed: a '$' is a dollar sign, not mathtext)
     fig.tight_layout()
     return fig

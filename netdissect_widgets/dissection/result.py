@@ -85,7 +85,8 @@ class Dissection:
     thumb_index : int64 ndarray (M,)
         Their dataset indices (sorted).
     top_maps : float16 ndarray (U, n_show, fh, fw)
-        Each unit's low-resolution activation map on its top ``n_show`` images.
+        Each unit's low-resolution activation map on its top ``n_show`` images
+        (float32 when a value is beyond float16's range).
     intersection : int64 ndarray (U, C); unit_pixels (U,); concept_pixels (C,)
         The pixel counts the IoU is made of.
     config : dict
@@ -118,7 +119,9 @@ class Dissection:
         self.hist_edges = np.asarray(fields["hist_edges"], dtype=np.float32)
         self.thumbs = np.asarray(fields["thumbs"], dtype=np.uint8)
         self.thumb_index = np.asarray(fields["thumb_index"], dtype=np.int64)
-        self.top_maps = np.asarray(fields["top_maps"], dtype=np.float16)
+        maps = np.asarray(fields["top_maps"])
+        fits = maps.dtype == np.float16 or not maps.size or float(np.abs(maps).max()) <= 65504
+        self.top_maps = maps.astype(np.float16 if fits else np.float32)  # (float32 only where float16 cannot)
         self.intersection = np.asarray(fields["intersection"], dtype=np.int64)
         self.unit_pixels = np.asarray(fields["unit_pixels"], dtype=np.int64)
         self.concept_pixels = np.asarray(fields["concept_pixels"], dtype=np.int64)
