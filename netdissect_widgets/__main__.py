@@ -5,6 +5,7 @@
 
       python -m netdissect_widgets dissect --model toy-classifier --layer conv5 --out results/toy-classifier-conv5
       python -m netdissect_widgets dissect --model toy-gan --layer layer4 --out results/toy-gan-layer4
+      python -m netdissect_widgets dissect --model face-gan --layer layer3 --n-images 400 --out results/face-gan-layer3
 
 * bench -- run a benchmark (python -m netdissect_widgets bench dissect --json).
 * lab -- start JupyterLab in the examples folder (notebooks saved without outputs).
@@ -28,11 +29,20 @@ PROG = "python -m netdissect_widgets"
 MODELS: dict[str, str] = {
     "toy-classifier": "the toy world's scene classifier (default layer conv5; data: rendered scenes)",
     "toy-gan": "the toy world's GAN generator (default layer layer4; data: latent vectors)",
+    "face-gan": "a real DCGAN face generator, [real] extra (default layer layer3; data: latent vectors; "
+                "segmenter: face)",
+    "efficientnet-lite0": "a real ImageNet classifier, [real] extra (default layer head; data: the packaged "
+                          "photos; segmenter: face)",
 }
-DEFAULT_LAYERS: dict[str, str] = {"toy-classifier": "conv5", "toy-gan": "layer4"}
+DEFAULT_LAYERS: dict[str, str] = {"toy-classifier": "conv5", "toy-gan": "layer4", "face-gan": "layer3",
+                                  "efficientnet-lite0": "head"}
 #: --model prefixes such as "torchvision:" (name -> help), for families of models
-MODEL_PREFIXES: dict[str, str] = {}
-SEGMENTERS = ("truth", "toy", "color")
+MODEL_PREFIXES: dict[str, str] = {
+    "torchvision:": "a torchvision architecture with --weights FILE on --images FOLDER (default layer: its "
+                    "last feature map; segmenter: color)",
+}
+TOY_MODELS = ("toy-classifier", "toy-gan")
+SEGMENTERS = ("truth", "toy", "color", "face", "body")
 
 
 def _model_name(value: str) -> str:
@@ -54,14 +64,21 @@ def _dissect_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("--model", type=_model_name, default="toy-classifier", metavar="NAME",
                    help=f"model to dissect (default toy-classifier). {models}")
-    p.add_argument("--layer", default=None, help="layer name (default: conv5 for toy-classifier, layer4 for toy-gan)")
+    p.add_argument("--layer", default=None, help="layer name (default: conv5 for toy-classifier, layer4 for toy-gan, "
+                   "layer3 for face-gan, head for efficientnet-lite0)")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output folder (index.html, PNGs, dissection/); created if missing")
     p.add_argument("--n-images", type=int, default=1000, metavar="N",
                    help="images (or latent vectors) to dissect over (default 1000)")
     p.add_argument("--segmenter", choices=SEGMENTERS, default=None,
                    help="truth: the renderer's labels (classifier only, default there); toy: the trained "
-                   "toy segmenter (default for toy-gan); color: named colours")
+                   "toy segmenter (default for toy-gan); color: named colours; face: MediaPipe face parts, "
+                   "person, hair/headwear and colours (real models); body: face plus torso/arm/leg")
+    p.add_argument("--weights", default=None, metavar="FILE",
+                   help="torchvision:ARCH only: a local state dict (nothing is downloaded)")
+    p.add_argument("--sha256", default=None, metavar="HEX", help="expected SHA-256 of --weights")
+    p.add_argument("--images", default=None, metavar="FOLDER",
+                   help="torchvision:ARCH only: a folder of your images (sub-folders included)")
     p.add_argument("--level", type=float, default=0.99,
                    help="activation quantile per unit, in (0, 1) (default 0.99 = top 1%% of pixels)")
     p.add_argument("--iou-threshold", type=float, default=0.04,
@@ -144,11 +161,33 @@ def option_problems(args: argparse.Namespace) -> list[str]:
     if args.model == "toy-gan" and args.segmenter == "truth":
         problems.append("--segmenter truth reads the renderer's labels, which generated images do not have; "
                         "use --segmenter toy or color for toy-gan")
+    problems += _real_model_problems(args)
     for option, value in (("--out", args.out), ("--cache-dir", args.cache_dir), ("--figures", args.figures)):
         if value is not None:
             problem = folder_problem(option, value)
             if problem:
                 problems.append(problem)
+    return problems
+
+
+def _real_model_problems(args: argparse.Namespace) -> list[str]:
+    """Option problems specific to the real models (zoo) and torchvision:ARCH."""
+    problems = []
+    toy = args.model in TOY_MODELS
+    if toy and args.segmenter in ("face", "body"):
+        problems.append(f"--segmenter {args.segmenter} is for real models; use truth, toy or color with {args.model}")
+    if not toy and args.segmenter in ("truth", "toy"):
+        problems.append(f"--segmenter {args.segmenter} is for the toy models; use face, body or color "
+                        f"with {args.model}")
+    if args.model.startswith("torchvision:"):
+        if not args.weights or not args.images:
+            problems.append(f"--model {args.model} needs --weights FILE (a local state dict) and --images FOLDER")
+        if args.weights and not Path(args.weights).expanduser().is_file():
+            problems.append(f"--weights {args.weights}: no such file (nothing is downloaded; give a local file)")
+        if args.images and not Path(args.images).expanduser().is_dir():
+            problems.append(f"--images {args.images}: no such folder")
+    elif args.weights or args.images or args.sha256:
+        problems.append("--weights, --sha256 and --images are for --model torchvision:ARCH only")
     return problems
 
 
@@ -166,18 +205,26 @@ def run_dissect(args: argparse.Namespace) -> int:
         return _fail(problem)
 
     from .dissection import dissect
-    from .toyworld.setups import toy_setup
 
     try:
-        setup = toy_setup(args.model, args.n_images, args.segmenter, args.device, args.seed)
-    except (FileNotFoundError, ValueError) as err:
-        return _fail(str(err))
+        if args.model in TOY_MODELS:
+            from .toyworld.setups import toy_setup
+
+            setup = toy_setup(args.model, args.n_images, args.segmenter, args.device, args.seed)
+        else:
+            from .zoo.setups import real_setup
+
+            setup = real_setup(args.model, args.n_images, args.segmenter, args.device, args.seed,
+                               weights=args.weights, sha256=args.sha256, images=args.images)
+    except (FileNotFoundError, ValueError, KeyError, ImportError) as err:
+        return _fail(str(err.args[0] if isinstance(err, KeyError) and err.args else err))
     layer = args.layer or setup.layer
+    seg_size = args.seg_size if args.seg_size is not None else getattr(setup, "seg_size", None)
     start = time.perf_counter()
     try:
         d = dissect(setup.model, layer, setup.data, setup.segmenter, images=setup.images, level=args.level,
                     iou_threshold=args.iou_threshold, batch_size=args.batch_size, num_workers=args.num_workers,
-                    cache_dir=args.cache_dir, progress=not args.no_progress, seg_size=args.seg_size)
+                    cache_dir=args.cache_dir, progress=not args.no_progress, seg_size=seg_size)
     except (KeyError, ValueError, TypeError) as err:
         return _fail(str(err.args[0] if isinstance(err, KeyError) and err.args else err))
     seconds = time.perf_counter() - start

@@ -22,34 +22,32 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._packages import INSTALL_COMMAND, MissingExtraError
-from .efficientnet import EfficientNetLite0, load_efficientnet_lite0
-from .face_gan import FaceGenerator, load_face_gan
-from .face_segmenter import FaceSegmenter
-from .photos import PHOTO_SOURCES, RealPhotos
-from .places365 import load_places365
-from .proggan import ProgressiveGenerator, load_proggan
+from .._lazy import lazy_exports
 
-__all__ = [
-    "INSTALL_COMMAND",
-    "IMAGENET_CLASSES",
-    "EfficientNetLite0",
-    "FaceGenerator",
-    "FaceSegmenter",
-    "MissingExtraError",
-    "PHOTO_SOURCES",
-    "ProgressiveGenerator",
-    "RealPhotos",
-    "load_efficientnet_lite0",
-    "load_face_gan",
-    "load_places365",
-    "load_proggan",
-]
+# public name -> submodule (imported on first use: ``import netdissect_widgets.zoo`` imports no torch)
+_EXPORTS = {
+    "INSTALL_COMMAND": "_packages",
+    "MissingExtraError": "_packages",
+    "EfficientNetLite0": "efficientnet",
+    "load_efficientnet_lite0": "efficientnet",
+    "FaceGenerator": "face_gan",
+    "load_face_gan": "face_gan",
+    "FaceSegmenter": "face_segmenter",
+    "PHOTO_SOURCES": "photos",
+    "RealPhotos": "photos",
+    "load_places365": "places365",
+    "ProgressiveGenerator": "proggan",
+    "load_proggan": "proggan",
+}
+
+__all__ = sorted(_EXPORTS) + ["IMAGENET_CLASSES"]
+
+_getattr, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)
 
 
 def __getattr__(name: str) -> Any:
-    if name == "IMAGENET_CLASSES":  # read from torchvision on first use, not at import
+    if name == "IMAGENET_CLASSES":  # read from torchvision's metadata on first use
         from .imagenet import imagenet_classes
 
         return imagenet_classes()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return _getattr(name)
