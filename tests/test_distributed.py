@@ -1,0 +1,204 @@
+"""dissect() under torch.distributed: 2 real processes (gloo, CPU) give what 1 process gives, bit for bit.
+
+Each test session starts the 2 processes once (``torch.multiprocessing`` spawn, a free
+port on 127.0.0.1, gloo), runs every scenario in them, and saves each rank's result;
+the tests compare those with one-process runs made here. Another pair of processes
+checks that a rank that dies makes the other fail with a clear error and leaves no
+cache entry.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+import traceback
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from netdissect_widgets import dissect
+from netdissect_widgets.datasets import ZDataset
+from tests.test_bounded import EXACT, assert_same_dissection
+from tests.test_dissect_faithfulness import DataSegmenter, RandomConv, RandomSegData
+
+WORLD = 2
+
+
+class Gen(nn.Module):
+    """A tiny generator: z (8,) -> images (3, 16, 16), its 'layer' at 4x4."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.fc = nn.Linear(8, 6 * 4 * 4)
+        self.layer = nn.ReLU()
+        self.out = nn.Sequential(nn.Upsample(scale_factor=4), nn.Conv2d(6, 3, 3, padding=1), nn.Tanh())
+
+    def forward(self, z):
+        return self.out(self.layer(self.fc(z).view(-1, 6, 4, 4)))
+
+
+class Bright:
+    concepts, categories = ["-", "bright", "dark"], ["-", "color", "color"]
+
+    def segment(self, images):
+        m = images.mean(1, keepdim=True)
+        return torch.where(m > 0, 1, 2).long()
+
+
+def scenarios(cache: Path) -> dict:
+    """name -> (model, layer, data, segmenter, dissect keywords)."""
+    conv = dict(progress=False, k=5, n_show=3)
+    return {
+        # 40 items in batches of 7: 6 batches, 3 per rank (21 and 19 items)
+        "plain": (RandomConv(), "features", RandomSegData(n=40), DataSegmenter(), dict(conv, batch_size=7)),
+        # 41 items in batches of 4: 11 batches, 5 and 6 per rank
+        "uneven": (RandomConv(), "features", RandomSegData(n=41), DataSegmenter(),
+                   dict(conv, batch_size=4, level=0.95)),
+        "cached": (RandomConv(), "features", RandomSegData(n=40), DataSegmenter(),
+                   dict(conv, batch_size=7, cache_dir=str(cache))),
+        "generator": (Gen(), "layer", ZDataset(30, 8, seed=1), Bright(),
+                      dict(progress=False, k=5, n_show=3, batch_size=8, images="output")),
+        "bounded": (RandomConv(), "features", RandomSegData(n=40), DataSegmenter(),
+                    dict(conv, batch_size=7, max_store_bytes=600)),
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _save(d, path: Path) -> None:
+    arrays = {name: np.asarray(getattr(d, name)) for name in EXACT + ("hist_counts",)}
+    np.savez(path, **arrays, labels=np.array([f"{lab.concept}/{lab.iou!r}/{lab.matched}" for lab in d.labels]),
+             passes=np.array(d.config.get("passes", 0)))
+
+
+def _worker(rank: int, port: int, out: str, scenario: str) -> None:
+    torch.set_num_threads(1)
+    out_dir = Path(out)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
+                            timeout=datetime.timedelta(seconds=60))
+    try:
+        if scenario == "killed":
+            _killed(rank, out_dir)
+            return
+        for name, (model, layer, data, seg, kw) in scenarios(out_dir / "cache").items():
+            d = dissect(model, layer, data, seg, **kw)
+            _save(d, out_dir / f"{name}-rank{rank}.npz")
+            if name == "cached":  # a second run reads the entry that rank 0 wrote
+                again = dissect(model, layer, data, seg, **kw)
+                _save(again, out_dir / f"{name}-again-rank{rank}.npz")
+    finally:
+        dist.destroy_process_group()
+
+
+class DiesOnRank1(RandomSegData):
+    """Rank 1 dies (exit code 7) while reading its shard in the second pass."""
+
+    reads = 0
+
+    def __getitem__(self, i):
+        if dist.get_rank() == 1 and i == 30:
+            DiesOnRank1.reads += 1
+            if DiesOnRank1.reads == 2:
+                os._exit(7)
+        return super().__getitem__(i)
+
+
+def _killed(rank: int, out_dir: Path) -> None:
+    try:
+        dissect(RandomConv(), "features", DiesOnRank1(n=40), DataSegmenter(), progress=False, k=3, batch_size=7,
+                cache_dir=str(out_dir / "cache"))
+    except RuntimeError:
+        (out_dir / f"error-rank{rank}.txt").write_text(traceback.format_exc())
+        return
+    (out_dir / f"error-rank{rank}.txt").write_text("no error")
+
+
+def _spawn(tmp: Path, scenario: str, timeout: float = 240) -> list[int]:
+    ctx = mp.get_context("spawn")
+    port = _free_port()
+    procs = [ctx.Process(target=_worker, args=(r, port, str(tmp), scenario)) for r in range(WORLD)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout)
+    codes = []
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            p.join()
+        codes.append(p.exitcode)
+    return codes
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("distributed")
+    codes = _spawn(tmp, "all")
+    assert codes == [0] * WORLD, f"the {WORLD} processes exited with {codes}"
+    return tmp
+
+
+def _load(path: Path) -> dict:
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
+def _same_as(got: dict, ref) -> None:
+    for name in EXACT:
+        np.testing.assert_array_equal(got[name], np.asarray(getattr(ref, name)), err_msg=name)
+    labels = [f"{lab.concept}/{lab.iou!r}/{lab.matched}" for lab in ref.labels]
+    assert got["labels"].tolist() == labels
+
+
+def _ranks_agree(tmp: Path, name: str) -> dict:
+    per_rank = [_load(tmp / f"{name}-rank{r}.npz") for r in range(WORLD)]
+    for other in per_rank[1:]:
+        for key, value in per_rank[0].items():
+            np.testing.assert_array_equal(value, other[key], err_msg=key)
+    return per_rank[0]
+
+
+@pytest.mark.parametrize("name", ["plain", "uneven", "generator", "bounded"])
+def test_two_processes_equal_one(ranks, name, tmp_path):
+    model, layer, data, seg, kw = scenarios(tmp_path / "cache")[name]
+    got = _ranks_agree(ranks, name)
+    one = dissect(model, layer, data, seg, **kw)  # one process: the one-pass engine (bounded: streamed)
+    _same_as(got, one)
+    streamed = dissect(model, layer, data, seg, **dict(kw, max_store_bytes=1))  # one process, streamed
+    _same_as(got, streamed)
+    np.testing.assert_array_equal(got["hist_counts"], streamed.hist_counts)  # (all values: same histogram too)
+    assert int(got["passes"]) == (streamed.config["passes"] if name == "bounded" else 2)
+
+
+def test_two_processes_with_a_cache(ranks, tmp_path):
+    got, again = _ranks_agree(ranks, "cached"), _ranks_agree(ranks, "cached-again")
+    for key in got:
+        np.testing.assert_array_equal(got[key], again[key], err_msg=key)
+    model, layer, data, seg, kw = scenarios(tmp_path / "cache")["cached"]
+    _same_as(got, dissect(model, layer, data, seg, **kw))
+    entries = sorted(p.name for p in (ranks / "cache").iterdir())
+    assert len(entries) == 1 and entries[0].startswith("dissection-")  # one result, written once by rank 0
+    # the entry is the result every rank returned, and a one-process streamed run reads it back
+    from_cache = dissect(model, layer, data, seg, **dict(kw, cache_dir=str(ranks / "cache"), max_store_bytes=1))
+    _same_as(got, from_cache)
+    assert from_cache.config["timings"]["world_size"] == WORLD
+
+
+def test_a_killed_rank_fails_the_others_clearly_and_leaves_no_cache(tmp_path):
+    codes = _spawn(tmp_path, "killed", timeout=120)
+    assert codes[1] == 7
+    assert codes[0] == 0  # rank 0 caught the error (and wrote it down)
+    message = (tmp_path / "error-rank0.txt").read_text()
+    assert "rank 0 of 2" in message and "another rank has probably died" in message
+    cache = tmp_path / "cache"
+    assert not cache.exists() or not [p for p in cache.iterdir() if p.name.startswith("dissection-")]
