@@ -28,3 +28,10 @@ def torch_seed():
 
     torch.manual_seed(0)
     return 0
+
+
+def hook_count(model) -> int:
+    """How many forward hooks, forward pre-hooks and backward hooks are installed on ``model``'s modules
+    (the one helper for every hook-leak check; see tests/test_hook_removal.py)."""
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+               + len(getattr(m, "_backward_pre_hooks", {})) for m in model.modules())

@@ -15,7 +15,7 @@ from torch import nn
 
 import netdissect_widgets
 from netdissect_widgets.dissection import Dissection, UnitLabel, dissect
-from tests.conftest import require
+from tests.conftest import hook_count, require
 from tests.test_dissect_faithfulness import CONCEPTS, DataSegmenter, KnownSegData, Planted
 
 
@@ -27,10 +27,6 @@ def data():
 @pytest.fixture(scope="module")
 def planted(data):
     return dissect(Planted(), "units", data, DataSegmenter(), progress=False, k=8, n_show=4)
-
-
-def no_hooks(model: nn.Module) -> bool:
-    return all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
 
 
 # ----------------------------------------------------------------------------- results
@@ -216,7 +212,7 @@ def test_generator_dissection_segments_generated_images():
         img = gen(z[idx][None])[0]
     expect = ((img.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
     np.testing.assert_array_equal(d.thumbs[int(np.searchsorted(d.thumb_index, idx))], expect)
-    assert no_hooks(gen)
+    assert hook_count(gen) == 0
 
 
 def test_top_level_dissect_is_the_function_after_the_package_is_imported(data):
@@ -281,7 +277,7 @@ def test_bad_segmenter_output_names_the_segmenter(data, fn, match):
     with pytest.raises(ValueError, match=match) as err:
         dissect(model, "units", data, BadSeg(fn), progress=False)
     assert "BadSeg" in str(err.value)
-    assert no_hooks(model)
+    assert hook_count(model) == 0
 
 
 def test_not_a_segmenter(data):
@@ -332,7 +328,7 @@ def test_loader_in_order_is_accepted_and_model_mode_restored(data, planted):
     model = Planted().train()
     loader = torch.utils.data.DataLoader(data, batch_size=7)
     d = dissect(model, "units", loader, DataSegmenter(), progress=False, k=8, n_show=4)
-    assert model.training and no_hooks(model)
+    assert model.training and hook_count(model) == 0
     np.testing.assert_array_equal(d.iou.numpy(), planted.iou.numpy())
 
 
@@ -566,3 +562,58 @@ def test_images_slightly_outside_minus_one_one_are_accepted(data):
 def test_non_finite_receptive_field_is_refused(data, rf):
     with pytest.raises(ValueError, match="finite"):
         dissect(Planted(), "units", data, DataSegmenter(), progress=False, receptive_field=rf)
+
+
+def _shipped_segmenters():
+    """Every segmenter the package ships, with images it can label (or a batch it reads labels from)."""
+    from netdissect_widgets import toyworld
+    from netdissect_widgets.segment import ColorSegmenter, TorchvisionSegmenter
+
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    out = {"ColorSegmenter": (ColorSegmenter(), images)}
+
+    class TinySegNet(nn.Module):  # torchvision's segmentation output convention: {"out": (N, classes, H, W)}
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 1)
+
+        def forward(self, x):
+            return {"out": self.conv(x)}
+
+    out["TorchvisionSegmenter"] = (TorchvisionSegmenter(TinySegNet(), ["background", "cat", "dog"]), images)
+    try:
+        out["toyworld.load_segmenter()"] = (toyworld.load_segmenter(), torch.rand(2, 3, 64, 64) * 2 - 1)
+    except (FileNotFoundError, OSError, ValueError):
+        pass
+    scenes = next(iter(torch.utils.data.DataLoader(toyworld.SceneDataset(2), batch_size=2)))
+    out["GroundTruthSegmenter"] = (toyworld.GroundTruthSegmenter(), scenes)
+    return out
+
+
+def test_check_segmenter_passes_on_every_shipped_segmenter():
+    from netdissect_widgets.segment import check_segmenter, reads_labels_from_data
+
+    found = _shipped_segmenters()
+    assert {"ColorSegmenter", "TorchvisionSegmenter", "GroundTruthSegmenter"} <= set(found)
+    for name, (seg, inputs) in found.items():
+        check_segmenter(seg)
+        if reads_labels_from_data(seg):
+            check_segmenter(seg, seg.segment_batch(inputs), inputs[0], name=name)
+        else:
+            check_segmenter(seg, seg.segment(inputs), inputs, name=name)
+
+
+def test_labels_read_from_data_cannot_segment_a_generators_images():
+    from netdissect_widgets import toyworld
+    from netdissect_widgets.datasets import ZDataset
+
+    class Gen(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(8, 3 * 16)
+
+        def forward(self, z):
+            return torch.tanh(self.layer(z).view(-1, 3, 4, 4).repeat_interleave(4, 2).repeat_interleave(4, 3))
+
+    with pytest.raises(ValueError, match="reads labels from the data.*segment\\(images\\)"):
+        dissect(Gen(), "layer", ZDataset(4, 8), toyworld.GroundTruthSegmenter(), images="output", progress=False)

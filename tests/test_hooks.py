@@ -13,6 +13,7 @@ from netdissect_widgets.hooks import (
     layer_names,
     layer_output_shapes,
 )
+from tests.conftest import hook_count
 
 
 def _known_sequential() -> nn.Sequential:
@@ -60,10 +61,6 @@ class Raises(nn.Module):
         raise RuntimeError("boom inside the model")
 
 
-def _hook_count(model: nn.Module) -> int:
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
-
-
 def _x(n=2, c=3, h=4, w=4):
     return torch.arange(n * c * h * w, dtype=torch.float32).view(n, c, h, w) / 10 - 2
 
@@ -101,7 +98,7 @@ def test_layer_output_shapes_and_modes_restored():
     assert model.training and model[1].training
     assert torch.equal(model[1].running_mean, before)  # eval mode during the pass
     assert layer_output_shapes(model, torch.randn(1, 3, 8, 8), layers=["4"]) == {"4": (1, 7)}
-    assert _hook_count(model) == 0
+    assert hook_count(model) == 0
 
 
 # ----------------------------------------------------------------- Trace
@@ -116,7 +113,7 @@ def test_trace_reads_known_values():
     assert torch.equal(t.output, expected)
     assert torch.equal(t.input, x + 1)
     assert torch.allclose(y, expected.sum(1, keepdim=True))
-    assert _hook_count(model) == 0
+    assert hook_count(model) == 0
 
 
 def test_trace_edit_output_and_layer_name():
@@ -147,7 +144,7 @@ def test_trace_stop_skips_the_rest():
         assert t.output is not None and not calls
     finally:
         model[2]._forward_pre_hooks.clear()
-    assert _hook_count(model) == 0
+    assert hook_count(model) == 0
 
 
 def test_trace_clone_and_detach():
@@ -169,7 +166,7 @@ def test_tracedict_several_layers_and_stop():
     assert set(td) == {"layer4.0", "stem", "layer4.1.conv1"}
     assert td["stem"].output.shape == (2, 4, 6, 6)
     assert td["layer4.1.conv1"].output.shape == (2, 4, 6, 6)
-    assert _hook_count(model) == 0
+    assert hook_count(model) == 0
 
 
 def test_tracedict_edit_receives_each_name():
@@ -188,24 +185,24 @@ def test_no_hooks_left_after_normal_bad_name_and_exception():
     x = torch.randn(1, 3, 5, 5)
     with TraceDict(model, ["stem", "layer4.0.conv1"]):
         model(x)
-    assert _hook_count(model) == 0
+    assert hook_count(model) == 0
 
     with pytest.raises(KeyError):
         with TraceDict(model, ["stem", "layer4.0.cnv1"]):
             model(x)  # pragma: no cover
-    assert _hook_count(model) == 0
+    assert hook_count(model) == 0
 
     raising = Raises()
     with pytest.raises(RuntimeError, match="boom"):
         with TraceDict(raising, ["a", "b"]) as td:
             raising(torch.randn(1, 2))
     assert td["a"].output is not None
-    assert _hook_count(raising) == 0
+    assert hook_count(raising) == 0
 
     with pytest.raises(RuntimeError, match="boom"):
         with Trace(raising, "a", edit_output=lambda o, n: o):
             raising(torch.randn(1, 2))
-    assert _hook_count(raising) == 0
+    assert hook_count(raising) == 0
 
     def bad_edit(o, n):
         raise ValueError("edit failed")
@@ -213,21 +210,21 @@ def test_no_hooks_left_after_normal_bad_name_and_exception():
     with pytest.raises(ValueError, match="edit failed"):
         with TraceDict(model, ["stem", "fc"], edit_output=bad_edit):
             model(x)
-    assert _hook_count(model) == 0
+    assert hook_count(model) == 0
 
 
 def test_remove_is_safe_twice():
     model = _known_sequential()
     t = Trace(model, "0")
     t.__enter__()
-    assert _hook_count(model) == 1
+    assert hook_count(model) == 1
     t.remove()
     t.remove()
     td = TraceDict(model, ["0", "1"]).__enter__()
-    assert _hook_count(model) == 2
+    assert hook_count(model) == 2
     td.remove()
     td.remove()
-    assert _hook_count(model) == 0
+    assert hook_count(model) == 0
 
 
 def test_instrumented_model_hooks_removed():
@@ -235,19 +232,19 @@ def test_instrumented_model_hooks_removed():
     im = InstrumentedModel(model)
     with pytest.raises(KeyError):
         im.retain_layers(["stem", "nope"])
-    assert _hook_count(model) == 0  # bad name: nothing installed
+    assert hook_count(model) == 0  # bad name: nothing installed
     im.retain_layers(["stem", "layer4.1"])
     im.edit_layer("layer4.0.conv1", ablation=torch.ones(4))
-    assert _hook_count(model) == 3
+    assert hook_count(model) == 3
     im(torch.randn(1, 3, 5, 5))
     im.close()
     im.close()
-    assert _hook_count(model) == 0
+    assert hook_count(model) == 0
     with InstrumentedModel(Raises()) as im2:
         im2.retain_layer("a")
         with pytest.raises(RuntimeError, match="boom"):
             im2(torch.randn(1, 2))
-    assert _hook_count(im2.model) == 0
+    assert hook_count(im2.model) == 0
 
 
 # ----------------------------------------------------------------- InstrumentedModel edits
@@ -328,7 +325,7 @@ def test_bad_edit_shapes_give_clear_errors():
             im.edit_layer("11", ablation=1.0)
         with pytest.raises(KeyError, match="not retained"):
             im.retained_layer("0")
-    assert _hook_count(model) == 0
+    assert hook_count(model) == 0
 
 
 def test_grad_flows_through_edit():
@@ -370,7 +367,7 @@ def test_edit_and_trace_follow_cuda_device():
     assert torch.equal(acts[:, 1].cpu(), torch.full((2, 4, 4), 5.0))
     shapes = layer_output_shapes(model, x)
     assert shapes["2"] == (2, 1, 4, 4)
-    assert _hook_count(model) == 0
+    assert hook_count(model) == 0
 
 
 def test_retain_clone_survives_inplace_module():

@@ -24,6 +24,7 @@ from netdissect_widgets.intervene import (
     unit_drops,
 )
 from netdissect_widgets.intervene import _engine
+from tests.conftest import hook_count
 
 # ----------------------------------------------------------------- toy classifier
 #
@@ -59,10 +60,6 @@ class ToyClassifier(nn.Module):
             y = y + 0.0 * h  # skip connection around the ablated layer
         pooled = y.mean((2, 3))
         return self.fc(pooled)
-
-
-def _hooks(model: nn.Module) -> int:
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
 
 
 def _features(unit_values: torch.Tensor, size: int = 2) -> torch.Tensor:
@@ -128,7 +125,7 @@ def test_balanced_accuracy_by_hand():
     for t, p in zip(labels.tolist(), preds):
         conf[t, p] += 1
     assert torch.allclose(balanced_accuracy(conf), expected)
-    assert _hooks(model) == 0
+    assert hook_count(model) == 0
 
 
 def test_balanced_accuracy_absent_class_is_nan():
@@ -149,7 +146,7 @@ def test_ablating_the_needed_unit_drops_only_that_class():
     assert off[2] == pytest.approx((1.0 + 4 / 8) / 2)
     half = class_accuracy(model, data, ablate={"feat": torch.tensor([0, 0, 0.2, 0, 0, 0, 0, 0])})
     assert half[0] == pytest.approx(1.0)  # 80% of unit 2 is still enough
-    assert _hooks(model) == 0
+    assert hook_count(model) == 0
 
 
 def test_predict_applies_ablation():
@@ -161,7 +158,7 @@ def test_predict_applies_ablation():
     assert torch.allclose(logits, torch.stack([v[:, :4].sum(1), v[:, 4:].sum(1), torch.full((2,), BIAS)], 1))
     assert not logits.requires_grad
     assert torch.allclose(predict(model, x), model(x))
-    assert _hooks(model) == 0
+    assert hook_count(model) == 0
 
 
 # ----------------------------------------------------------------- ranking
@@ -176,7 +173,7 @@ def test_rank_units_finds_the_planted_unit(strategy):
     assert units[4:].tolist() == [4, 5, 6, 7]  # no effect at all: ties by unit number
     assert drops[0] == pytest.approx(0.5)
     assert torch.allclose(drops[1:], torch.zeros(7))
-    assert _hooks(model) == 0
+    assert hook_count(model) == 0
 
 
 def test_rank_units_breaks_accuracy_ties_by_log_probability():
@@ -212,7 +209,7 @@ def test_unit_drops_equal_one_ablation_at_a_time(kind):
     for row, unit in enumerate([0, 3, 5]):
         expected = intact - class_accuracy(model, data, ablate={"feat": [unit]}, batch_size=7)
         assert torch.allclose(drops[row], expected, equal_nan=True)
-    assert _hooks(model) == 0
+    assert hook_count(model) == 0
 
 
 @pytest.mark.parametrize("budget", [32 * 9 * 3, 100])
@@ -265,7 +262,7 @@ def test_ablation_curves_remove_and_keep():
     # each point equals a direct ablation
     direct = class_accuracy(model, data, ablate={"feat": [0, 1]})[0]
     assert acc_r[ks.index(2)] == pytest.approx(float(direct))
-    assert _hooks(model) == 0
+    assert hook_count(model) == 0
 
 
 def test_ablation_curve_default_ranking_and_ks():
@@ -319,7 +316,7 @@ def test_classifier_bad_inputs():
         class_accuracy(model, TensorDataset(torch.zeros(2, 8, 2, 2), torch.tensor([0, 7])))
     with pytest.raises(ValueError, match="no images"):
         rank_units(model, "feat", TensorDataset(_features(torch.zeros(2, 8)), torch.tensor([1, 2])), 0)
-    assert _hooks(model) == 0
+    assert hook_count(model) == 0
 
 
 # ----------------------------------------------------------------- toy generator
@@ -378,7 +375,7 @@ def test_paint_insert_sets_units_inside_pooled_mask_only():
     assert images.shape == (2, 3, 16, 16)
     assert torch.equal(images[:, 1, 0:4, 4:8], torch.full((2, 4, 4), 20.0))
     assert torch.equal(images[:, 0], gen(z)[:, 0].detach())  # unit 0 untouched
-    assert _hooks(gen) == 0
+    assert hook_count(gen) == 0
 
 
 def test_paint_remove_and_soft_mask():
@@ -420,7 +417,7 @@ def test_paint_bad_inputs_clear_errors():
         paint(gen, "layer2", z, [0], mask * 2, levels=LEVELS)
     with pytest.raises(ValueError, match="mode"):
         paint(gen, "layer2", z, [0], mask, mode="add", levels=LEVELS)
-    assert _hooks(gen) == 0
+    assert hook_count(gen) == 0
 
 
 # ----------------------------------------------------------------- concepts
@@ -474,7 +471,7 @@ def test_paint_effect_insert_and_remove():
     assert rem["removed"] == pytest.approx(0.25)
     with pytest.raises(KeyError, match="tree"):
         paint_effect(gen, "layer2", z, [0], full, segmenter=RedSegmenter(), concept="tre", levels=LEVELS)
-    assert _hooks(gen) == 0 and _hooks(tree_gen) == 0
+    assert hook_count(gen) == 0 and hook_count(tree_gen) == 0
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (checked on the GPU machine)")
