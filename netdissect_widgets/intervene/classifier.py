@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from .._batches import progress as progress_bar
 from .._device import module_device
 from ..hooks import get_layer
 from . import _engine
@@ -49,14 +50,6 @@ __all__ = [
 balanced_accuracy = _engine.balanced_accuracy
 
 _STRATEGIES = ("auto", "expand", "repeat")
-
-
-def _progress(iterable, enabled: bool, total: int | None, desc: str):
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, total=total, desc=desc)
 
 
 def _num_batches(data: Any, batch_size: int) -> int | None:
@@ -131,8 +124,8 @@ def class_accuracy(
     device = module_device(model)
     total = None
     with torch.no_grad(), _engine.eval_mode(model):
-        for images, labels in _progress(_engine.batches(data, batch_size), progress,
-                                        _num_batches(data, batch_size), "class accuracy"):
+        for images, labels in progress_bar(_engine.batches(data, batch_size), progress, "class accuracy",
+                                           _num_batches(data, batch_size)):
             logits = _engine.logits_under(model, images.to(device), ablate)
             nc = num_classes or logits.shape[-1]
             conf = _engine.confusions(logits.argmax(-1).view(1, -1), labels.to(logits.device), nc)[0]
@@ -167,8 +160,8 @@ def _masked_confusions(
     if copies is not None and (isinstance(copies, bool) or not isinstance(copies, int) or copies < 1):
         raise ValueError(f"copies must be a positive int, got {copies!r}")
     with torch.no_grad(), _engine.eval_mode(model):
-        for images, labels in _progress(_engine.batches(data, batch_size), progress,
-                                        _num_batches(data, batch_size), desc):
+        for images, labels in progress_bar(_engine.batches(data, batch_size), progress, desc,
+                                           _num_batches(data, batch_size)):
             images = images.to(device)
             if masks is None:
                 shape = _engine.layer_shape(model, layer, images)
