@@ -145,3 +145,49 @@ def test_activations_beyond_float16_are_streamed_as_float32():
         got = dissect(Huge(), "features", ds, DataSegmenter(), progress=False, k=3, max_store_bytes=1000)
     assert got.config["store_dtype"] == "float32"
     assert_same_dissection(ref, got)
+
+
+@pytest.fixture(params=["loops", "tensors"])
+def stream_path(request, monkeypatch):
+    """Both ways the streamed engine works on a batch: numba's loops (the CPU default) and the tensor
+    operations that accelerators run (here on CPU tensors)."""
+    from netdissect_widgets.dissection import _sharded, _sharded_loops
+
+    if request.param == "loops" and not _sharded_loops.available():
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(_sharded, "LOOPS", request.param == "loops")
+    return request.param
+
+
+@pytest.mark.parametrize("level", [0.99, 0.9])
+def test_loops_and_tensors_give_the_same_streamed_dissection(stream_path, level):
+    """Receptive-field upsampling, two label channels, silent and constant units: equal to the one-pass engine."""
+    ds = KnownSegData(n=30)
+    ref = dissect(Planted(), "units", ds, DataSegmenter(), level=level, progress=False, k=4, n_show=2,
+                  receptive_field=(4, 1.5))
+    got = dissect(Planted(), "units", ds, DataSegmenter(), level=level, progress=False, k=4, n_show=2,
+                  receptive_field=(4, 1.5), max_store_bytes=300)
+    assert_same_dissection(ref, got)
+    ds, model = RandomSegData(n=20), RandomConv(round_half=True)
+    kw = dict(level=level, progress=False, k=3, batch_size=6, store_dtype="float32")
+    ref = dissect(model, "features", ds, DataSegmenter(), **kw)
+    for budget in (500, 20000):
+        assert_same_dissection(ref, dissect(model, "features", ds, DataSegmenter(), max_store_bytes=budget, **kw))
+
+
+class Tiny(Huge):
+    """Activations all below float16's smallest normal value."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        with torch.no_grad():
+            self.features[0].weight.mul_(1e-11)
+            self.features[0].bias.mul_(1e-11)
+
+
+def test_activations_below_float16s_range_are_streamed_as_float32():
+    ds = RandomSegData(n=14)
+    ref = dissect(Tiny(), "features", ds, DataSegmenter(), progress=False, k=3, store_dtype="float32")
+    with pytest.warns(RuntimeWarning, match="float16"):
+        got = dissect(Tiny(), "features", ds, DataSegmenter(), progress=False, k=3, max_store_bytes=1000)
+    assert_same_dissection(ref, got)

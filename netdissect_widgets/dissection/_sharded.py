@@ -50,12 +50,12 @@ from .._fingerprint import fingerprint
 from ..hooks import Trace
 from ..stats import IoUTally, TopK
 from ..stats._bilinear import Upsampler
-from . import _data
+from . import _data, _sharded_loops
 from ._cache import load_result, save_result
 from ..segment import reads_labels_from_data
 from ._distributed import Group
 from ._order import float32_below, order_stats_needed
-from ._pass import _compact_dtype, _fits_float16, _generated, _layer_output, _resize_seg, _thumbnails
+from ._pass import FLOAT16_MAX, FLOAT16_TINY, _compact_dtype, _generated, _layer_output, _resize_seg, _thumbnails
 from .backends import Backend, choose_backend
 from ._stats import HIST_BINS
 from .result import Dissection, level_phrase
@@ -67,9 +67,15 @@ STREAM_VERSION = 1
 DEFAULT_BUDGET = 1 << 30
 #: most key bits one histogram pass resolves (and fewer when the budget is small)
 HIST_BITS = 16
+#: on the CPU, each batch's work runs as the loops of :mod:`._sharded_loops` (False: the tensor path
+#: that accelerators run, e.g. to compare the two)
+LOOPS = True
 #: upsampled values computed at once (one piece of units of one batch)
 CHUNK_VALUES = 1 << 22
 _SIGN = 1 << 31
+_CHANGED = ("the layer's activations changed between two passes over the data: dissect in bounded memory or under "
+            "torch.distributed reads the data once per pass, so the data and the model must give the same values "
+            "every time (no random augmentation, no dropout in eval mode)")
 
 
 # --------------------------------------------------------------------------- when
@@ -204,6 +210,7 @@ class _Run:
         self.device = module_device(model)
         self.backend = backend or choose_backend("auto", self.device)  # (its thumbnails' conversion)
         self.store = torch.float16 if cfg["store_dtype"] == "float16" else torch.float32
+        self.loops = LOOPS and self.device.type == "cpu" and _sharded_loops.available()
         ds = _data.dataset_of(loader)
         self.n = len(ds)
         bs = loader.batch_size
@@ -277,8 +284,10 @@ class _Run:
             hi = torch.full((U,), -math.inf, device=self.device)
             low = torch.full((U,), math.inf, device=self.device)
             bad_units = torch.zeros(U, dtype=torch.int64, device=self.device)
-            zeros = torch.zeros(U, dtype=torch.int64, device=self.device)
-            nan_seen = unfit = 0
+            nan_seen = 0
+            peak = torch.zeros(U, device=self.device)  # each unit's largest |activation|
+        zeros = torch.zeros(U, dtype=torch.int64, device=self.device)
+        lo_np = lo.cpu().numpy()
         what = "level histogram" if first else "narrowing the levels"
         for row, raw, _, _ in self._pass(what, segment=False):
             if first:
@@ -288,11 +297,15 @@ class _Run:
                     bad_units += bad.sum(0)
                     nan_seen += int(torch.isnan(raw_hi[bad]).any() | torch.isnan(raw_lo[bad]).any())
                     continue
-                unfit += self.store == torch.float16 and not _fits_float16(raw_hi, raw_lo)
+                peak = torch.maximum(peak, torch.maximum(raw_hi.abs(), raw_lo.abs()).amax(0).float())
                 m, m_lo = raw_hi.to(self.store).float(), raw_lo.to(self.store).float()
                 self.top.add(m, index=torch.arange(row, row + raw.shape[0]))
                 hi, low = torch.maximum(hi, m.amax(0)), torch.minimum(low, m_lo.amin(0))
             a = self.stored(raw)
+            if self.loops:
+                _sharded_loops.histogram(a.numpy(), self.upsample, lo_np, shift, nb, counts.view(U, T, nb).numpy(),
+                                         zeros.numpy())
+                continue
             for u0, u1, up in self._pieces(a):
                 keys = _keys(up).reshape(a.shape[0], u1 - u0, -1)
                 if first:
@@ -311,7 +324,9 @@ class _Run:
                 what = "NaN" if int(g.sum(torch.tensor([nan_seen]), "the finite checks")) else "Inf"
                 raise ValueError(f"the layer's activations contain {what} (units {units[:20]}, 0-based); dissect "
                                  f"needs finite activations: check the model and its inputs")
-            self.unfit = int(g.sum(torch.tensor([unfit]), "the float16 checks"))
+            peak = g.max(peak, "the float16 checks")
+            self.unfit = self.store == torch.float16 and bool(
+                (peak > FLOAT16_MAX).any() | ((peak > 0) & (peak < FLOAT16_TINY)).any())
             self.hi_all, self.lo_all = g.max(hi, "the activation maxima").cpu(), g.min(low, "the minima").cpu()
             self.zeros = g.sum(zeros, "the zero counts").cpu()
             self._merge_top()
@@ -342,10 +357,7 @@ class _Run:
         both statistics are looked for in it."""
         U, T, nb = hist.shape
         if inside is not None and not torch.equal(hist.sum(-1), inside[:, :T]):
-            raise RuntimeError(
-                "the layer's activations changed between two passes over the data: dissect in bounded memory "
-                "or under torch.distributed reads the data once per pass, so the data and the model must give "
-                "the same values every time (no random augmentation, no dropout in eval mode)")
+            raise RuntimeError(_CHANGED)
         new_lo, new_above, new_inside = (torch.zeros(U, 2, dtype=torch.int64) for _ in range(3))
         for t, r in enumerate(self.ranks):
             w = min(t, T - 1)
@@ -367,7 +379,7 @@ class _Run:
         hist = self._histogram(lo, shift, 1 << bits, first=True)
         if self.unfit:  # as the one-pass engine: activations that float16 would lose are kept as float32
             warnings.warn(
-                f"layer {self.layer!r} has activations beyond float16's range (|a| > 65504, or a map whose "
+                f"layer {self.layer!r} has activations beyond float16's range (|a| > 65504, or a unit whose "
                 f"largest |a| is below 6.1e-05, where float16 keeps few digits): using them as float32 instead "
                 f"(pass store_dtype='float32' to choose it up front and save this pass)", RuntimeWarning, stacklevel=4)
             self.store = torch.float32
@@ -390,21 +402,18 @@ class _Run:
         known = zero_only | (shift == 0)
         values = torch.where(zero_only, 0.0, torch.tensor([[_value(int(k)) for k in row] for row in lo.tolist()],
                                                             dtype=torch.float64))
-        return self._final(lo, above, shift, known, values.tolist(), concepts, categories, key, model_fp)
+        return self._final(lo, above, inside, shift, known, values.tolist(), concepts, categories, key, model_fp)
 
     # ------------------------------------------------------------------ final pass
-    def _final(self, lo, above, shift, known, values, concepts, categories, key, model_fp) -> Dissection:
+    def _final(self, lo, above, inside, shift, known, values, concepts, categories, key, model_fp) -> Dissection:
         U, C, dev, g = self.units, len(concepts), self.device, self.group
         width = 1 << shift
         distinct = lo[:, 1] != lo[:, 0]
         keep0, keep1 = ~known[:, 0], ~known[:, 1] & distinct  # windows whose values are kept
         w1_known = known[:, 1] & distinct  # an upper window of one known value: its pixels tallied apart
-        lo_d, keep0_d, keep1_d, w1_d = lo.to(dev), keep0.to(dev), keep1.to(dev), w1_known.to(dev)
-        top_end = lo_d[:, 1] + width  # values with a key from here up are above every level candidate
-        sure, upper = IoUTally(U, C), IoUTally(U, C)
         hist64 = torch.zeros(U * HIST_BINS, dtype=torch.int64, device=dev)
         lo_all, hi_all = self.lo_all.to(dev), self.hi_all.to(dev)
-        span = (hi_all - lo_all).clamp_min(1e-12)
+        scale = HIST_BINS / (hi_all - lo_all).clamp_min(1e-12)
         n_show = min(self.cfg["n_show"], self.n)
         show = self.topk_indices[:, :n_show]
         top_maps = torch.full((U, n_show, *self.feature), -math.inf)
@@ -412,54 +421,62 @@ class _Run:
         thumbs: dict[int, np.ndarray] = {}
         kept_v, kept_u, kept_l = [], [], []
         H, W = self.seg_hw
+        # counted apart: the pixels above the windows (surely in the region), every pixel's concepts,
+        # and the pixels of an upper window of one known value (in the region if it is above the level)
+        sure, upper = IoUTally(U, C), IoUTally(U, C)
+        if self.loops:
+            counts = {name: np.zeros(shape, np.int64) for name, shape in (
+                ("inter", (U, C)), ("unit", U), ("concept", C), ("up_inter", (U, C)), ("up_unit", U))}
+            cap = np.where(keep0, inside[:, 0], 0) + np.where(keep1, inside[:, 1], 0)  # (global counts: enough)
+            starts = np.concatenate([[0], np.cumsum(cap)]).astype(np.int64)
+            fill = np.zeros(U, np.int64)
+            buf_v = np.zeros(int(starts[-1]), np.float32)
+            buf_l = np.zeros((int(starts[-1]), self.n_labels), np.int64)
+            loop_args = (lo.numpy(), width, (lo[:, 1] + width).numpy(), keep0.numpy(), keep1.numpy(),
+                         w1_known.numpy(), self.lo_all.numpy(), scale.cpu().numpy(),
+                         hist64.view(U, HIST_BINS).numpy(), counts["inter"], counts["unit"], counts["up_inter"],
+                         counts["up_unit"], buf_v, buf_l, starts, fill)
         for row, raw, s, pics in self._pass("regions, top images, thumbnails", segment=True):
             a, b = self.stored(raw), raw.shape[0]
             ordered = s.reshape(b, self.n_labels, H * W).sort(1).values
             first = ordered != 0
             first[:, 1:] &= ordered[:, 1:] != ordered[:, :-1]
             labels = torch.where(first, ordered, 0)  # each concept once per pixel, as IoUTally counts
-            in_sure = torch.zeros(b, U, H, W, dtype=torch.bool, device=dev)
-            in_upper = torch.zeros(b, U, H, W, dtype=torch.bool, device=dev)
-            for u0, u1, up in self._pieces(a):
-                bins = ((up - lo_all[None, u0:u1, None, None]) * (HIST_BINS / span)[None, u0:u1, None, None])
-                bins = bins.long().clamp_(0, HIST_BINS - 1) + torch.arange(u0, u1, device=dev)[None, :, None, None] * HIST_BINS
-                hist64 += torch.bincount(bins.reshape(-1), minlength=U * HIST_BINS)
-                del bins
-                keys = _keys(up)
-                sl = slice(u0, u1)
-                kk = lambda t: t[None, sl, None, None]  # noqa: E731 (per-unit values against (b, u, H, W))
-                in_sure[:, sl] = keys >= kk(top_end)
-                in_w0 = (keys >= kk(lo_d[:, 0])) & (keys < kk(lo_d[:, 0] + width))
-                in_w1 = (keys >= kk(lo_d[:, 1])) & (keys < kk(lo_d[:, 1] + width))
-                in_upper[:, sl] = in_w1 & kk(w1_d)
-                n_, u_, p_ = torch.nonzero(((in_w0 & kk(keep0_d)) | (in_w1 & kk(keep1_d))).reshape(b, u1 - u0, -1),
-                                           as_tuple=True)
-                if n_.numel():
-                    kept_v.append(up.reshape(b, u1 - u0, -1)[n_, u_, p_].cpu())
-                    kept_u.append((u_ + u0).int().cpu())
-                    kept_l.append(labels[n_, :, p_].int().cpu())
-            sure.add(in_sure, s)
-            if bool(w1_d.any()):
-                upper.add(in_upper, s)
+            if self.loops:
+                counts["concept"] += np.bincount(labels.reshape(-1).numpy(), minlength=C)
+                if not _sharded_loops.final(a.numpy(), self.upsample, labels.numpy(), *loop_args):
+                    raise RuntimeError(_CHANGED)
+            else:
+                self._final_tensors(a, s, labels, lo.to(dev), width, keep0.to(dev), keep1.to(dev),
+                                    w1_known.to(dev), lo_all, scale, hist64, sure, upper, kept_v, kept_u, kept_l)
             # the top images of this batch: their maps (as stored) and thumbnails
             here = (show >= row) & (show < row + b)
             if bool(here.any()):
                 uu, jj = torch.nonzero(here, as_tuple=True)
-                top_maps[uu, jj] = a[(show[uu, jj] - row).to(dev), uu.to(dev)].half().float().cpu()
+                top_maps[uu, jj] = a[(show[uu, jj] - row).to(dev), uu.to(dev)].cpu()  # (Dissection: float16 if it fits)
             mine = [int(i) for i in need if row <= i < row + b]
             if mine:
                 thumbs.update(zip(mine, _thumbnails(pics, self.cfg["thumb_size"], self.backend,
                                                      [i - row for i in mine])))
+        if self.loops:
+            counts["concept"][0] = 0
+            sure_inter, sure_unit, concept_count = (torch.from_numpy(counts[k]) for k in ("inter", "unit", "concept"))
+            up_inter, up_unit = torch.from_numpy(counts["up_inter"]), torch.from_numpy(counts["up_unit"])
+            kept_v = [torch.from_numpy(buf_v[starts[u] : starts[u] + fill[u]]) for u in range(U)]
+            kept_u = [torch.full((int(fill[u]),), u, dtype=torch.int32) for u in range(U)]
+            kept_l = [torch.from_numpy(buf_l[starts[u] : starts[u] + fill[u]]) for u in range(U)]
+        else:
+            sure_inter, sure_unit, concept_count = sure.intersection.cpu(), sure.unit_count.cpu(), sure.concept_count.cpu()
+            up_inter, up_unit = upper.intersection.cpu(), upper.unit_count.cpu()
         # the levels: each order statistic among the kept values of its window (gathered from every rank)
         v_loc = torch.cat(kept_v) if kept_v else torch.zeros(0)
         u_loc = torch.cat(kept_u) if kept_u else torch.zeros(0, dtype=torch.int32)
-        l_loc = torch.cat(kept_l) if kept_l else torch.zeros(0, self.n_labels, dtype=torch.int32)
+        l_loc = torch.cat(kept_l) if kept_l else torch.zeros(0, self.n_labels, dtype=torch.int64)
         v_all = torch.cat(g.gather(v_loc, "the values near the levels")).numpy()
         u_all = torch.cat(g.gather(u_loc, "the values near the levels")).numpy()
         levels = self._levels(v_all, u_all, lo, above, width, known, values)
         # the kept values above their unit's level, counted against their labels
-        inter = sure.intersection.cpu().clone()
-        unit_pixels = sure.unit_count.cpu().clone()
+        inter, unit_pixels = sure_inter.clone(), sure_unit.clone()
         if len(v_loc):
             v_np, u_np, l_np = v_loc.numpy(), u_loc.numpy().astype(np.int64), l_loc.numpy().astype(np.int64)
             inside = v_np > levels[u_np]
@@ -469,18 +486,48 @@ class _Run:
         # an upper window of one value v1: its pixels are in the region when v1 is above the level
         v1 = np.array([row[1] for row in values])
         add = torch.from_numpy(w1_known.numpy() & (v1 > levels))
-        inter += torch.where(add[:, None], upper.intersection.cpu(), 0)
-        unit_pixels += torch.where(add, upper.unit_count.cpu(), 0)
+        inter += torch.where(add[:, None], up_inter, 0)
+        unit_pixels += torch.where(add, up_unit, 0)
         inter[:, 0] = 0
-        total = g.sum(torch.cat([inter.reshape(-1), unit_pixels, sure.concept_count.cpu(), hist64.cpu()]),
+        total = g.sum(torch.cat([inter.reshape(-1), unit_pixels, concept_count, hist64.cpu()]),
                       "the region counts")
         inter, total = total[: U * C].reshape(U, C).numpy(), total[U * C:]
         unit_pixels, concept_pixels = total[:U].numpy(), total[U : U + C].numpy()
         hist_counts = total[U + C:].reshape(U, HIST_BINS).numpy()
-        top_maps = g.max(top_maps, "the top maps").numpy().astype(np.float16)
+        top_maps = g.max(top_maps, "the top maps").numpy()
         thumb_stack = self._thumbs(need, thumbs)
         return self._result(levels, inter, unit_pixels, concept_pixels, hist_counts, top_maps, need, thumb_stack,
                             concepts, categories, key, model_fp)
+
+    def _final_tensors(self, a, s, labels, lo, width, keep0, keep1, upper_known, hist_lo, scale, hist64, sure, upper,
+                       kept_v, kept_u, kept_l) -> None:
+        """The final pass's work on one batch as tensor operations (any device; see :mod:`._sharded_loops`)."""
+        U, dev, b = self.units, self.device, a.shape[0]
+        H, W = self.seg_hw
+        top_end = lo[:, 1] + width  # values with a key from here up are above every level candidate
+        in_sure = torch.zeros(b, U, H, W, dtype=torch.bool, device=dev)
+        in_upper = torch.zeros(b, U, H, W, dtype=torch.bool, device=dev)
+        for u0, u1, up in self._pieces(a):
+            sl = slice(u0, u1)
+            kk = lambda t: t[None, sl, None, None]  # noqa: E731 (per-unit values against (b, u, H, W))
+            bins = ((up - kk(hist_lo)) * kk(scale)).long().clamp_(0, HIST_BINS - 1)
+            bins += torch.arange(u0, u1, device=dev)[None, :, None, None] * HIST_BINS
+            hist64 += torch.bincount(bins.reshape(-1), minlength=U * HIST_BINS)
+            del bins
+            keys = _keys(up)
+            in_sure[:, sl] = keys >= kk(top_end)
+            in_w0 = (keys >= kk(lo[:, 0])) & (keys < kk(lo[:, 0] + width))
+            in_w1 = (keys >= kk(lo[:, 1])) & (keys < kk(lo[:, 1] + width))
+            in_upper[:, sl] = in_w1 & kk(upper_known)
+            n_, u_, p_ = torch.nonzero(((in_w0 & kk(keep0)) | (in_w1 & kk(keep1))).reshape(b, u1 - u0, -1),
+                                       as_tuple=True)
+            if n_.numel():
+                kept_v.append(up.reshape(b, u1 - u0, -1)[n_, u_, p_].cpu())
+                kept_u.append((u_ + u0).int().cpu())
+                kept_l.append(labels[n_, :, p_].cpu())
+        sure.add(in_sure, s)
+        if bool(upper_known.any()):
+            upper.add(in_upper, s)
 
     def _levels(self, v_all, u_all, lo, above, width, known, values) -> np.ndarray:
         """Each unit's level: its two order statistics (known values, or picked among the kept values of
@@ -502,9 +549,7 @@ class _Run:
                 higher = int(np.count_nonzero(keys >= lo_l[u][t] + width))
                 at = higher + r - above_l[u][t]
                 if not higher <= at < len(vals) or keys[at] < lo_l[u][t]:
-                    raise RuntimeError(
-                        "the layer's activations changed between two passes over the data: the data and the model "
-                        "must give the same values every time (no random augmentation)")
+                    raise RuntimeError(_CHANGED)
                 picked.append(float(vals[at]))
             v0, v1 = picked
             levels[u] = float32_below(v0 + self.frac * (v1 - v0) if self.frac > 0 else v0)
