@@ -74,24 +74,25 @@ def collect(model, layer, loader, segmenter, cfg, n_concepts, seg_size, work: Pa
     use_batch = images_kind == "input" and _data.reads_labels_from_data(segmenter)
     store_dtype = cfg["store_dtype"]
     seg_np_dtype = _compact_dtype(n_concepts)[1]
-    acts = seg = maxes = mins = running = None
+    acts = seg = maxes = mins = running = peak = None  # peak: each unit's largest |activation| so far
     thumbs: dict[int, np.ndarray] = {}
 
     def store_batch(a: torch.Tensor, s: torch.Tensor, pics: torch.Tensor, row: int) -> None:
         """Store one batch: numba's loops and two tensor copies on the CPU (at the forward's thread
         count), tensor operations elsewhere (see :meth:`Backend.map_extremes` and the others)."""
-        nonlocal acts, seg, maxes, mins, running, store_dtype
+        nonlocal acts, seg, maxes, mins, running, store_dtype, peak
         b = a.shape[0]
         with torch.inference_mode():
             hi, lo = backend.map_extremes(a)
             _check_finite(hi, lo, layer, row)
+            big = torch.maximum(hi.abs(), lo.abs()).amax(0).float().cpu()
+            peak = big if peak is None else torch.maximum(peak, big)
             if store_dtype == "float16" and not _fits_float16(hi, lo):
-                store_dtype = "float32"  # from now on, and the batches stored so far converted
+                store_dtype = "float32"  # from now on, and the batches stored so far converted (exactly)
                 warnings.warn(
-                    f"layer {layer!r} has activations beyond float16's range (|a| > 65504, or a map whose "
-                    f"largest |a| is below 6.1e-05, where float16 keeps few digits): storing them as float32 "
-                    f"instead (twice the memory; pass store_dtype='float32' to choose it up front)",
-                    RuntimeWarning, stacklevel=4)
+                    f"layer {layer!r} has activations beyond float16's range (|a| > 65504, up to "
+                    f"{float(big.max()):.4g}): storing them as float32 instead (twice the memory; pass "
+                    f"store_dtype='float32' to choose it up front)", RuntimeWarning, stacklevel=4)
                 if acts is not None:
                     acts = _reallocate(acts, work / "acts32.npy", np.dtype(np.float32))
             # extremes of the stored values (rounding is monotonic: round the extremes, not all)
@@ -151,6 +152,9 @@ def collect(model, layer, loader, segmenter, cfg, n_concepts, seg_size, work: Pa
         model.train(was_training)
     if row != n_items:
         raise ValueError(f"the data yielded {row} items but len(dataset) = {n_items}")
+    tiny = torch.nonzero((peak > 0) & (peak < FLOAT16_TINY)).flatten().tolist()
+    if store_dtype == "float16" and tiny:
+        raise TooSmallForFloat16(tiny)
     thumb_index = np.array(sorted(thumbs), dtype=np.int64)
     return {
         "acts": acts, "seg": seg, "maxes": maxes, "mins": mins,
@@ -165,10 +169,18 @@ FLOAT16_TINY = 2.0 ** -14
 
 
 def _fits_float16(hi: torch.Tensor, lo: torch.Tensor) -> bool:
-    """Whether maps with these extremes ``(N, U)`` survive float16: nothing beyond +-65504, and no map
-    whose largest magnitude is nonzero but below float16's smallest normal (it would keep few digits)."""
-    big = torch.maximum(hi.abs(), lo.abs())
-    return bool((big <= FLOAT16_MAX).all()) and not bool(((big > 0) & (big < FLOAT16_TINY)).any())
+    """Whether maps with these extremes survive float16's range (nothing beyond +-65504). (Units whose
+    activations are all tiny are found over the whole pass: :class:`TooSmallForFloat16`.)"""
+    return bool((torch.maximum(hi.abs(), lo.abs()) <= FLOAT16_MAX).all())
+
+
+class TooSmallForFloat16(Exception):
+    """Units whose every activation is below float16's smallest normal value (6.1e-05) but not all 0:
+    float16 would keep few digits of them (or none); the pass is redone in float32."""
+
+    def __init__(self, units: list[int]) -> None:
+        super().__init__(f"units {units[:20]} (0-based) are below float16's normal range")
+        self.units = units
 
 
 def _check_finite(hi: torch.Tensor, lo: torch.Tensor, layer: str, row: int) -> None:

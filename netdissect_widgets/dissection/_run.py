@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from .._io import check_writable, clean_stale
 from ..hooks import get_layer
 from . import _data, _sharded
 from ._cache import PASS_VERSION, commit_pass, load_pass, load_result, save_result, work_dir
-from ._pass import collect
+from ._pass import TooSmallForFloat16, collect
 from .backends import BACKENDS, Backend, choose_backend
 from ._stats import HIST_BINS, finish, sample_positions
 from ._words import level_phrase
@@ -224,7 +225,15 @@ def dissect(
             work = Path(tmp_owner.name)
         try:
             t0 = time.perf_counter()
-            stored = collect(model, layer, loader, segmenter, cfg, len(concepts), seg_size, work, progress, engine)
+            try:
+                stored = collect(model, layer, loader, segmenter, cfg, len(concepts), seg_size, work, progress,
+                                 engine)
+            except TooSmallForFloat16 as tiny:  # (rare: a second pass, in float32)
+                warnings.warn(f"layer {layer!r}: {tiny}: float16 would keep few digits of their activations; "
+                              f"redoing the pass in float32 (pass store_dtype='float32' to choose it up front)",
+                              RuntimeWarning, stacklevel=2)
+                stored = collect(model, layer, loader, segmenter, dict(cfg, store_dtype="float32"), len(concepts),
+                                 seg_size, work, progress, engine)
             timings["pass_s"] = round(time.perf_counter() - t0, 4)
             if cache is not None:
                 commit_pass(stored, work, cache / f"pass-{pass_key[:24]}", pass_key, len(concepts))
