@@ -219,3 +219,24 @@ def test_a_packaged_file_with_other_bytes_is_refused(tmp_path, monkeypatch):
         package_file("fake_weights_pkg", "other.pth", "fake-weights", "test")
     assert package_file("fake_weights_pkg", "w.pth", "fake-weights", "test",
                         sha256=hashlib.sha256(b"not the weights").hexdigest()).name == "w.pth"
+
+
+def test_the_method_never_imports_the_zoo():
+    """dissection/, stats/, intervene/ and segment/ may be imported by the zoo, never the other way."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "netdissect_widgets"
+    offenders = []
+    for folder in ("dissection", "stats", "intervene", "segment"):
+        for path in (root / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                names = []
+                if isinstance(node, ast.ImportFrom):
+                    names = [(node.module or "")] + [f"{node.module or ''}.{a.name}" for a in node.names]
+                elif isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                if any("zoo" in n.split(".") for n in names):
+                    offenders.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert offenders == []
+    assert any((root / "zoo").glob("*.py"))  # the scan looked at a real tree
