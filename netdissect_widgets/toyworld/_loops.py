@@ -55,6 +55,10 @@ class GeneratorConfig:
     ema_decay: float = 0.999
     ema_start: int = 1000
     bn_batches: int = 40
+    #: weight of the class-coverage term (0 = the recipe of the shipped weights): KL(uniform || mean class
+    #: prediction of a frozen classifier over the batch's fakes), pushing the generator to draw every scene class
+    #: (issue #14; prepared and tested for a few CPU steps, NOT used for the shipped weights)
+    coverage_weight: float = 0.0
 
 
 def _batch(data: SceneTensors, gen: torch.Generator, batch_size: int, with_seg: bool = False):
@@ -141,13 +145,20 @@ def recalibrate_batchnorm(generator: ToyGenerator, batches: int, batch_size: int
 def train_generator(model: ToyGenerator, data: SceneTensors, cfg: GeneratorConfig, seed: int,
                     progress: bool = True,
                     checkpoint: Callable[[ToyGenerator, int], None] | None = None,
-                    checkpoint_every: int = 0) -> ToyGenerator:
+                    checkpoint_every: int = 0, class_model: nn.Module | None = None) -> ToyGenerator:
     """Train ``model`` adversarially; returns the EMA generator (eval mode, BN recalibrated).
+
+    With ``cfg.coverage_weight > 0``, ``class_model`` (a frozen scene classifier) adds
+    ``coverage_weight * KL(uniform || mean softmax(class_model(fake)))`` to the generator's loss.
 
     ``checkpoint(ema_generator, step)`` is called every ``checkpoint_every`` steps
     (with a recalibrated copy) if given, e.g. to save or monitor progress.
     """
     device = data.labels.device
+    if cfg.coverage_weight > 0 and class_model is None:
+        raise ValueError("coverage_weight > 0 needs class_model: a trained scene classifier (frozen)")
+    if class_model is not None:
+        class_model = copy.deepcopy(class_model).to(device).eval().requires_grad_(False)
     gen = torch.Generator(device=device).manual_seed(seed)
     torch.manual_seed(seed)  # discriminator initialisation
     disc = ToyDiscriminator().to(device)
@@ -178,7 +189,11 @@ def train_generator(model: ToyGenerator, data: SceneTensors, cfg: GeneratorConfi
         opt_d.step()
 
         z = torch.randn(cfg.batch_size, model.z_dim, generator=gen, device=device)
-        loss_g = -disc(model(z)).mean()
+        fake = model(z)
+        loss_g = -disc(fake).mean()
+        if cfg.coverage_weight > 0:
+            p = F.softmax(class_model(fake), dim=1).mean(0).clamp_min(1e-8)
+            loss_g = loss_g + cfg.coverage_weight * (-p.log().mean() - math.log(p.numel()))
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()

@@ -275,9 +275,15 @@ def train_one(name: str, data: SceneTensors, heldout: SceneTensors, device: torc
             save_weights(ema, name, out, info)
             print(f"generator checkpoint at step {step}: {info['metrics']}", flush=True)
 
+        class_model = None
+        if cfg.coverage_weight > 0:  # the class-coverage term reads the classifier in ``out`` (or the shipped one)
+            from .loaders import load_model
+
+            here = (out / "classifier.pt").exists() and (out / MANIFEST).exists()
+            class_model = load_model("classifier", device, weights_dir=out if here else None)
         model = _loops.train_generator(model, data, cfg, seed, progress,
                                        checkpoint=checkpoint if monitor_every else None,
-                                       checkpoint_every=monitor_every)
+                                       checkpoint_every=monitor_every, class_model=class_model)
     _round_to_half(model)
     info.update(facts(cfg.steps))
     if name == "classifier":
@@ -317,6 +323,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"classifier stage 2: FISTA steps (default {HEAD_STEPS})")
     parser.add_argument("--head-train-size", type=int, default=HEAD_TRAIN_SIZE,
                         help=f"classifier stage 2: training scenes whose features it fits (default {HEAD_TRAIN_SIZE})")
+    parser.add_argument("--coverage-weight", type=float, default=None,
+                        help="generator: weight of the class-coverage term (default 0, the shipped recipe; "
+                             "issue #14 proposes it so every scene class is drawn -- untrained so far)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
 
@@ -350,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"rendered {len(data)} training + {len(heldout)} held-out scenes in {time.perf_counter() - t0:.1f} s",
           flush=True)
     data = data.to(device)
-    overrides = {"steps": args.steps, "batch_size": args.batch_size}
+    overrides = {"steps": args.steps, "batch_size": args.batch_size, "coverage_weight": args.coverage_weight}
     for name in names:
         train_one(name, data, heldout, device, out, overrides, progress, args.monitor_every, args.gan_samples,
                   head)
