@@ -42,7 +42,9 @@ MODEL_PREFIXES: dict[str, str] = {
                     "last feature map; segmenter: color)",
 }
 TOY_MODELS = ("toy-classifier", "toy-gan")
-SEGMENTERS = ("truth", "toy", "color", "face", "body")
+SEGMENTERS = ("truth", "toy", "color")
+#: segmenters of the real models (zoo.setups.REAL_SEGMENTERS; color is shared)
+REAL_SEGMENTERS = ("face", "body", "color")
 
 
 def _model_name(value: str) -> str:
@@ -70,7 +72,7 @@ def _dissect_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="output folder (index.html, PNGs, dissection/); created if missing")
     p.add_argument("--n-images", type=int, default=1000, metavar="N",
                    help="images (or latent vectors) to dissect over (default 1000)")
-    p.add_argument("--segmenter", choices=SEGMENTERS, default=None,
+    p.add_argument("--segmenter", choices=SEGMENTERS + REAL_SEGMENTERS[:2], default=None,
                    help="truth: the renderer's labels (classifier only, default there); toy: the trained "
                    "toy segmenter (default for toy-gan); color: named colours; face: MediaPipe face parts, "
                    "person, hair/headwear and colours (real models); body: face plus torso/arm/leg")

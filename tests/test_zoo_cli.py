@@ -76,3 +76,12 @@ def test_segmenters_fit_their_models(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["dissect", "--model", "face-gun", "--out", str(tmp_path / "o")])
     assert "face-gan" in capsys.readouterr().err  # the list of models names it
+
+
+def test_light_model_list_matches_the_real_setups():
+    from netdissect_widgets.__main__ import DEFAULT_LAYERS, MODEL_PREFIXES, REAL_SEGMENTERS
+    from netdissect_widgets.zoo import setups
+
+    assert {m: DEFAULT_LAYERS[m] for m in setups.REAL_MODELS} == setups.REAL_MODELS
+    assert tuple(REAL_SEGMENTERS) == tuple(setups.REAL_SEGMENTERS)
+    assert setups.TORCHVISION_PREFIX in MODEL_PREFIXES
