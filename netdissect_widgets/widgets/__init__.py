@@ -10,10 +10,14 @@
 * :class:`LayerBrowser` -- several dissected layers: matched units per category and
   layer, and a layer switch in front of each layer's UnitBrowser.
 
-All are stock ipywidgets / ipycanvas compositions (no custom JavaScript): they
-work in JupyterLab 4, Notebook 7 and VS Code. Images travel as PNG bytes.
-Units are numbered from 0 everywhere. An error inside any handler is shown in
-the widget's red ``ndw-error`` area and the widget keeps working. The CSS
+All are stock ipywidgets compositions on one skeleton (``_base.WidgetBase``:
+error area, busy indicator, projector mode, theme-aware charts), plus anywidget
+ES modules in ``.js`` files of their own where a stock part cannot do it (the
+ablation panel's unit selector, the paint surface); they work in JupyterLab 4
+and Notebook 7. What the user chose lives in plain state objects (``_state``).
+Images travel as PNG bytes. Units are numbered from 0 everywhere. An error
+inside any handler is shown in the widget's red ``ndw-error`` area and the
+widget keeps working. The CSS
 classes each widget carries (for styling and browser tests) are listed in its
 module's docstring.
 """

@@ -58,6 +58,7 @@ body[data-jp-theme-light="false"] .ndw-chart, body.vscode-dark .ndw-chart, .ndw-
 .ndw-projector input, .ndw-projector select { font-size: 18px !important; line-height: 1.35; }
 .ndw-projector .widget-html-content small { font-size: 15px; }
 .ndw-busy .widget-html-content { font-style: italic; }
+.ndw-widget table td, .ndw-widget table th { padding: 1px 10px 1px 0; text-align: left; white-space: nowrap; }
 """
 
 
