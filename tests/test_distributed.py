@@ -65,7 +65,7 @@ def scenarios(cache: Path) -> dict:
         "generator": (Gen(), "layer", ZDataset(30, 8, seed=1), Bright(),
                       dict(progress=False, k=5, n_show=3, batch_size=8, images="output")),
         "bounded": (RandomConv(), "features", RandomSegData(n=40), DataSegmenter(),
-                    dict(conv, batch_size=7, max_store_bytes=600)),
+                    dict(conv, batch_size=7, max_store_bytes=1)),
     }
 
 

@@ -63,10 +63,12 @@ from .result import Dissection, level_phrase
 __all__ = ["DEFAULT_BUDGET", "dissect_streamed", "in_memory_bytes", "wanted"]
 
 STREAM_VERSION = 1
-#: the memory budget under torchrun when no ``max_store_bytes`` is given
+#: the bound on the kept values under torchrun when no ``max_store_bytes`` is given
 DEFAULT_BUDGET = 1 << 30
-#: most key bits one histogram pass resolves (and fewer when the budget is small)
+#: most key bits one histogram pass resolves (fewer when the histograms would pass HIST_BYTES)
 HIST_BITS = 16
+#: the histograms' size: fixed, whatever the data (``units x windows x 2**bits`` int64 counters)
+HIST_BYTES = 64 << 20
 #: on the CPU, each batch's work runs as the loops of :mod:`._sharded_loops` (False: the tensor path
 #: that accelerators run, e.g. to compare the two)
 LOOPS = True
@@ -268,9 +270,9 @@ class _Run:
             yield u0, u1, self.upsample(a[:, u0:u1])
 
     def _bits(self, windows: int) -> int:
-        """Key bits per histogram pass: at most HIST_BITS, and the histogram within half the budget."""
-        room = self.budget // 2 // (8 * self.units * windows)
-        return max(4, min(HIST_BITS, int(math.log2(max(room, 16)))))
+        """Key bits per histogram pass: HIST_BITS, fewer for many units (histograms within HIST_BYTES)."""
+        room = HIST_BYTES // (8 * self.units * windows)
+        return max(8, min(HIST_BITS, int(math.log2(max(room, 1)))))
 
     def _histogram(self, lo: torch.Tensor, shift: int, nb: int, first: bool) -> torch.Tensor:
         """Counts ``(U, windows, nb)`` of the keys in each unit's windows ``[lo, lo + nb << shift)``
@@ -392,7 +394,7 @@ class _Run:
             known = zero_only
             distinct = lo[:, 1] != lo[:, 0]
             kept = int(inside[:, 0][~known[:, 0]].sum() + inside[:, 1][~known[:, 1] & distinct].sum())
-            if kept * per_value <= self.budget // 2:
+            if kept * per_value <= self.budget:
                 break
             bits = min(shift, self._bits(2))
             shift -= bits

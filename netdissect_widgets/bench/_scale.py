@@ -1,0 +1,203 @@
+"""Dissection at scale, measured: several processes (torchrun) and bounded memory vs one process and a bare forward.
+
+``python -m netdissect_widgets.bench dissect --world-size N [--max-store-bytes B] [--model NAME]``
+
+In one run, side by side on the same data (built in memory first):
+
+* ``forward``: the model alone over the items, one process;
+* ``one process``: :func:`netdissect_widgets.dissect` in one process, the one-pass engine
+  (everything stored) and the streamed engine (``max_store_bytes``; default: a bound
+  below what the one pass stores, so that it streams);
+* ``N processes``: this benchmark launches itself under ``python -m torch.distributed.run
+  --standalone --nproc-per-node N`` (gloo on the CPU, NCCL with ``--device cuda``); each
+  rank times the bare forward over its own shard and its part of the dissection, and
+  says whether its result equals the one-process result bit for bit.
+
+Printed: per-rank throughput (items/s), the speed-up of N processes over one, and the
+ratios to a bare forward. Models: the toy world's (``toy-classifier`` conv5,
+``toy-gan`` layer4) and real-size ones with random weights at 224x224 (``vgg16``
+features.29 = conv5_3, ``resnet50`` layer4), segmented by a synthetic colour segmenter
+at the paper's 56x56.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+REAL = {"vgg16": "features.29", "resnet50": "layer4"}
+MODELS = ("toy-classifier", "toy-gan", *REAL)
+
+
+def setup(name: str, n_images: int, device: str) -> dict:
+    """Model, layer, data (in memory), segmenter, images= and seg_size for a benchmark model."""
+    if name in REAL:
+        import torchvision
+
+        from ..segment import ColorSegmenter
+
+        torch.manual_seed(0)
+        model = getattr(torchvision.models, name)(weights=None).eval().to(device)
+        g = torch.Generator().manual_seed(7)
+        # smooth random images (a coarse grid upsampled), so that colour regions are regions
+        coarse = torch.rand(n_images, 3, 14, 14, generator=g) * 2 - 1
+        images = torch.nn.functional.interpolate(coarse, size=224, mode="bilinear", align_corners=False)
+        return {"model": model, "layer": REAL[name], "data": TensorDataset(images), "segmenter": ColorSegmenter(),
+                "images": "input", "seg_size": 56}
+    from ..toyworld.setups import toy_setup
+    from .dissect import _materialise
+
+    s = toy_setup(name, n_images, None, device, seed=7)
+    return {"model": s.model, "layer": s.layer, "data": _materialise(s.data), "segmenter": s.segmenter,
+            "images": s.images, "seg_size": None}
+
+
+def digest(d) -> str:
+    """A hash of what must be equal bit for bit: levels, IoU counts, labels, top images."""
+    h = hashlib.sha256()
+    for a in (d.levels, d.intersection, d.unit_pixels, d.concept_pixels, d.topk_values, d.topk_indices,
+              d.thumb_index, d.top_maps):
+        h.update(np.ascontiguousarray(np.asarray(a)).tobytes())
+    h.update(json.dumps([[lab.concept, lab.matched] for lab in d.labels]).encode())
+    return h.hexdigest()[:16]
+
+
+def forward_time(s: dict, batch_size: int, rows: range | None = None) -> float:
+    data = s["data"] if rows is None else torch.utils.data.Subset(s["data"], rows)
+    device = next(s["model"].parameters()).device
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for batch in DataLoader(data, batch_size=batch_size):
+            s["model"](batch[0].to(device))
+    return time.perf_counter() - start
+
+
+def dissect_time(s: dict, batch_size: int, **kw) -> tuple[float, Any]:
+    from ..dissection import dissect
+
+    start = time.perf_counter()
+    d = dissect(s["model"], s["layer"], s["data"], s["segmenter"], images=s["images"], seg_size=s["seg_size"],
+                progress=False, batch_size=batch_size, **kw)
+    return time.perf_counter() - start, d
+
+
+def worker(args) -> int:
+    """One rank under torchrun: its shard's bare forward, then its part of the dissection."""
+    import torch.distributed as dist
+
+    backend = "nccl" if args.device == "cuda" else "gloo"
+    device = args.device
+    if device == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        device = f"cuda:{torch.cuda.current_device()}"
+    dist.init_process_group(backend, timeout=datetime.timedelta(minutes=10))
+    rank, world = dist.get_rank(), dist.get_world_size()
+    try:
+        s = setup(args.model, args.n_images, device)
+        n_batches = -(-args.n_images // args.batch_size)
+        b0, b1 = n_batches * rank // world, n_batches * (rank + 1) // world
+        rows = range(min(b0 * args.batch_size, args.n_images), min(b1 * args.batch_size, args.n_images))
+        dist.barrier()
+        fwd = forward_time(s, args.batch_size, rows)
+        dist.barrier()
+        took, d = dissect_time(s, args.batch_size, max_store_bytes=args.max_store_bytes)
+        dist.barrier()
+        wall = took
+        out = {"rank": rank, "items": len(rows), "forward_s": round(fwd, 4), "dissect_s": round(wall, 4),
+               "passes": d.config.get("passes"), "digest": digest(d), "threads": torch.get_num_threads()}
+        with open(os.path.join(args.worker_out, f"rank{rank}.json"), "w") as f:
+            json.dump(out, f)
+    finally:
+        dist.destroy_process_group()
+    return 0
+
+
+def launch(args, argv: list[str]) -> dict:
+    """This benchmark under torchrun with ``args.world_size`` processes; their per-rank results."""
+    out = tempfile.mkdtemp(prefix="bench-scale-")
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.world_size)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
+           "--nproc-per-node", str(args.world_size), "-m", "netdissect_widgets.bench", "dissect", *argv,
+           "--worker-out", out]
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    start = time.perf_counter()
+    code = subprocess.run(cmd, env=env).returncode
+    launched = time.perf_counter() - start
+    if code:
+        raise RuntimeError(f"torchrun exited with {code}: {' '.join(cmd)}")
+    ranks = [json.load(open(os.path.join(out, f"rank{r}.json"))) for r in range(args.world_size)]
+    return {"ranks": ranks, "threads_per_rank": threads, "launch_s": round(launched, 2)}
+
+
+def main(args, argv: list[str]) -> int:
+    if args.worker_out:
+        return worker(args)
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    s = setup(args.model, args.n_images, args.device)
+    from ..dissection._sharded import in_memory_bytes
+    from ..dissection import _data
+
+    loader = _data.make_loader(s["data"], args.batch_size, 0)
+    n_concepts = len(s["segmenter"].concepts)
+    stored = in_memory_bytes(s["model"], s["layer"], loader, s["segmenter"],
+                             {"images": s["images"], "store_dtype": "float16"}, n_concepts,
+                             None if s["seg_size"] is None else [s["seg_size"]] * 2)
+    bound = args.max_store_bytes or max(1, stored // 4)
+    fwd, one, streamed = [], [], []
+    d_one = d_str = None
+    for _ in range(args.repeats):
+        fwd.append(forward_time(s, args.batch_size))
+        t, d_one = dissect_time(s, args.batch_size)
+        one.append(t)
+        t, d_str = dissect_time(s, args.batch_size, max_store_bytes=bound)
+        streamed.append(t)
+    med = statistics.median
+    report = {"benchmark": "dissect at scale", "model": args.model, "layer": s["layer"], "device": args.device,
+              "n_images": args.n_images, "batch_size": args.batch_size, "threads": torch.get_num_threads(),
+              "one_pass_store_bytes": int(stored), "max_store_bytes": bound,
+              "forward_s": round(med(fwd), 3), "one_process_s": round(med(one), 3),
+              "one_process_streamed_s": round(med(streamed), 3), "streamed_passes": d_str.config.get("passes"),
+              "ratio_one_process": round(med(one) / med(fwd), 3),
+              "ratio_streamed": round(med(streamed) / med(fwd), 3),
+              "streamed_equals_one_pass": digest(d_str) == digest(d_one)}
+    if args.world_size > 1:
+        rest = [a for i, a in enumerate(argv) if not a.startswith("--world-size") and (i == 0 or argv[i - 1] != "--world-size")]
+        run = launch(args, rest + ["--world-size", "1", "--max-store-bytes", str(bound)])
+        wall = max(r["dissect_s"] for r in run["ranks"])
+        report.update(world_size=args.world_size, threads_per_rank=run["threads_per_rank"], ranks=run["ranks"],
+                      distributed_s=round(wall, 3), speedup_vs_one_process=round(med(one) / wall, 3),
+                      speedup_vs_one_process_streamed=round(med(streamed) / wall, 3),
+                      ratio_distributed_to_one_process_forward=round(wall / med(fwd), 3),
+                      distributed_equals_one_process=all(r["digest"] == digest(d_one) for r in run["ranks"]))
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    r = report
+    print(f"dissect {r['model']} {r['layer']}, {r['n_images']} items, {r['device']}, batch {r['batch_size']}, "
+          f"{r['threads']} threads, median of {args.repeats}")
+    print(f"  bare forward {r['forward_s']:.2f} s; one process: one pass {r['one_process_s']:.2f} s "
+          f"(ratio {r['ratio_one_process']:.2f}, stores {r['one_pass_store_bytes'] / 2**20:.1f} MiB), streamed "
+          f"{r['one_process_streamed_s']:.2f} s in {r['streamed_passes']} passes under {bound / 2**20:.2f} MiB "
+          f"(ratio {r['ratio_streamed']:.2f}); equal bit for bit: {r['streamed_equals_one_pass']}")
+    if args.world_size > 1:
+        for rk in r["ranks"]:
+            print(f"  rank {rk['rank']}: {rk['items']} items, forward {rk['forward_s']:.2f} s, dissect "
+                  f"{rk['dissect_s']:.2f} s ({rk['items'] / rk['dissect_s']:.1f} items/s; ratio to its forward "
+                  f"{rk['dissect_s'] / max(rk['forward_s'], 1e-9):.2f}), {rk['threads']} thread(s), "
+                  f"{rk['passes']} passes")
+        print(f"  {r['world_size']} processes: {r['distributed_s']:.2f} s, speed-up {r['speedup_vs_one_process']:.2f}x "
+              f"over one process (one pass), {r['speedup_vs_one_process_streamed']:.2f}x over one process "
+              f"streamed; ratio to the one-process bare forward {r['ratio_distributed_to_one_process_forward']:.2f}; "
+              f"every rank equal to one process bit for bit: {r['distributed_equals_one_process']}")
+    return 0
