@@ -23,6 +23,10 @@ timings; the library itself never tunes the allocator); ``--heap both`` runs a c
 with and one without, one after the other, and prints both. Printed: the medians and the ratio
 ``dissect / forward`` (target <= 1.3 for the toy classifier's conv5 on CPU).
 Levels are exact over all upsampled pixels, never estimated.
+
+``--world-size N``, ``--max-store-bytes B`` or ``--model NAME`` (also ``vgg16``, ``resnet50``:
+random weights at 224x224) measure dissection at scale instead: several processes under
+torchrun and bounded memory vs one process and a bare forward (:mod:`._scale`).
 """
 from __future__ import annotations
 
@@ -119,7 +123,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heap", default="default", choices=("default", "steady", "both"),
                    help="glibc's allocator as it is (default), or keeping freed memory in the heap (steady: set "
                         "by environment variables in a child process), or both one after the other")
+    # dissect at scale (SCALE, bench/_scale.py): several processes, bounded memory, real-size models
+    p.add_argument("--world-size", type=int, default=1, help="also run under torchrun with this many processes")
+    p.add_argument("--max-store-bytes", type=int, default=None, help="bound for the streamed engine")
+    p.add_argument("--model", default=None, choices=("toy-classifier", "toy-gan", "vgg16", "resnet50"),
+                   help="one model for the scale benchmark (vgg16/resnet50: random weights, 224x224, seg 56x56)")
+    p.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.world_size > 1 or args.max_store_bytes or args.model or args.worker_out:
+        from . import _scale
+
+        args.model = args.model or "toy-classifier"
+        return _scale.main(args, list(argv if argv is not None else sys.argv[1:]))
     if args.heap != "default":
         return _children(argv or sys.argv[1:], ["default", "steady"] if args.heap == "both" else ["steady"])
     if args.threads:
