@@ -52,6 +52,7 @@ _EXPORTS = {
     "user_cache_dir": "userdirs",
     # dissection
     "dissect": "dissection",
+    "dissect_layers": "dissection",
     "Dissection": "dissection",
     "UnitLabel": "dissection",
     # interventions

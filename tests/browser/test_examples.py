@@ -8,8 +8,10 @@ notebook's own variables), so a test fails when the browser and the Python
 side disagree, not only when nothing happens.
 
 Set ``NDW_SCREENSHOTS=docs/images`` to also write the widget pictures used by
-the documentation (``widget_unit_browser.png``, ``widget_ablation_panel.png``,
-``widget_paint_canvas.png``); normal runs write nothing into the repository.
+the documentation (``widget_unit_browser.png``, ``widget_ablation_panel.png``);
+normal runs write nothing into the repository. The paint canvas has its own
+browser tests (``test_paint.py``), which use ``NB_PAINT``, ``_open_and_run`` and
+``_screenshot`` from here.
 """
 from __future__ import annotations
 
@@ -358,75 +360,6 @@ def test_ablation_panel_concepts_units_ranking_accuracy(lab, jupyter_root):
     dark = page.evaluate(_CELL_COLOURS_JS)
     assert dark["on"][0] == "rgb(211, 47, 47)" and dark["off"][0] != colours["off"][0]
     _set_theme(page, "JupyterLab Light")
-
-
-# ------------------------------------------------------------------------------------------
-_PAINT_STATE = """
-print(json.dumps({"runs": painter.generator_runs, "strokes": len(painter.strokes),
-                  "width": painter.width, "height": painter.height, "concept": painter.concept}))
-"""
-
-_CONCEPT_SHARE = """
-import json, torch
-import torch.nn.functional as _F
-_cid = list(segmenter.concepts).index(painter.concept)
-_mask = torch.from_numpy(painter.mask)[None, None]
-
-def _share(image):
-    labels = segmenter.segment(image[None].float())            # (1, L, h, w)
-    hit = (labels == _cid).any(1, keepdim=True).float()
-    region = _F.interpolate(_mask, size=hit.shape[-2:], mode="nearest") > 0
-    return float(hit[region].mean())
-
-_ys, _xs = torch.nonzero(_mask[0, 0] > 0, as_tuple=True)
-print(json.dumps({"before": _share(painter.original_image), "after": _share(painter.edited_image),
-                  "painted": int(_ys.numel()), "cx": float(_xs.float().mean() + 0.5),
-                  "cy": float(_ys.float().mean() + 0.5)}))
-"""
-
-
-def test_paint_canvas_stroke_adds_concept(lab, jupyter_root):
-    _open_and_run(lab, jupyter_root, NB_PAINT)
-    page, k = lab.page, lab.kernel()
-    widget = page.locator(".ndw-paint")
-    widget.wait_for()
-    concept = k.json("import json; print(json.dumps(concept))")  # the concept the notebook measures
-    page.locator(".ndw-paint-concept select").select_option(label=concept)
-    k.wait_for(f"painter.concept == {concept!r}")
-    state0 = k.json(_PAINT_STATE)
-    assert state0["concept"] == concept and state0["runs"] >= 1 and state0["strokes"] == 0
-
-    edited = page.locator("img.ndw-paint-edited")
-    src0 = edited.get_attribute("src")
-    assert src0.startswith("blob:")
-    canvas = page.locator(".ndw-paint-canvas")
-    canvas.scroll_into_view_if_needed()
-    box = canvas.bounding_box()
-    # one zig-zag stroke over the middle of the image
-    xs, ys = (0.3, 0.7), (0.35, 0.45, 0.55, 0.65)
-    points = [(box["x"] + box["width"] * xs[i % 2], box["y"] + box["height"] * y) for i, y in enumerate(ys)]
-    page.mouse.move(*points[0])
-    page.mouse.down()
-    for p in points[1:]:
-        page.mouse.move(*p, steps=15)
-    page.mouse.up()
-    page.wait_for_function("(s) => document.querySelector('img.ndw-paint-edited').src !== s", arg=src0)
-    if os.environ.get("NDW_SCREENSHOTS"):
-        page.mouse.move(box["x"] - 20, box["y"] - 20)
-        _screenshot(page, widget, "widget_paint_canvas.png")
-
-    state1 = k.json(_PAINT_STATE)
-    assert state1["strokes"] == 1
-    assert state1["runs"] == state0["runs"] + 1, "the generator must run once per stroke, not per mouse move"
-    share = k.json(_CONCEPT_SHARE)
-    assert share["painted"] > 0
-    # the painted region is where the mouse went (canvas px -> image px)
-    cx = sum(p[0] - box["x"] for p in points) / len(points) * state1["width"] / box["width"]
-    cy = sum(p[1] - box["y"] for p in points) / len(points) * state1["height"] / box["height"]
-    assert abs(share["cx"] - cx) < 3 and abs(share["cy"] - cy) < 3, (share, cx, cy)
-    print("painted concept share in the region (before, after):", share["before"], share["after"])
-    # and the painted concept grew inside it
-    assert share["after"] > share["before"], share
 
 
 # ------------------------------------------------------------------------------------------
