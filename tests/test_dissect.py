@@ -617,3 +617,48 @@ def test_labels_read_from_data_cannot_segment_a_generators_images():
 
     with pytest.raises(ValueError, match="reads labels from the data.*segment\\(images\\)"):
         dissect(Gen(), "layer", ZDataset(4, 8), toyworld.GroundTruthSegmenter(), images="output", progress=False)
+
+
+def test_dissect_layers_equals_single_layer_dissections_in_one_pass(tmp_path):
+    """Several layers in one model pass: each result equals dissect() of that layer, and the cache
+    entries are shared with dissect() (a layer dissected before is loaded, not recomputed)."""
+    from netdissect_widgets.dissection import dissect_layers
+    from tests.test_dissect_faithfulness import RandomSegData
+
+    class TwoLayers(nn.Module):
+        calls = 0
+
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(4)
+            self.a = nn.Sequential(nn.Conv2d(3, 5, 3, stride=2, padding=1), nn.ReLU())
+            self.b = nn.Sequential(nn.Conv2d(5, 7, 3, stride=2, padding=1), nn.ReLU())
+            self.head = nn.Linear(7, 2)
+
+        def forward(self, x):
+            TwoLayers.calls += 1
+            return self.head(self.b(self.a(x)).mean((2, 3)))
+
+    ds = RandomSegData()
+    kw = dict(progress=False, k=4, n_show=2, batch_size=8, level=0.95)
+    model = TwoLayers()
+    both = dissect_layers(model, ["b", "a"], ds, DataSegmenter(), **kw)
+    assert list(both) == ["b", "a"] and TwoLayers.calls == 5  # one pass of 5 batches for both layers
+    for layer in ("a", "b"):
+        one = dissect(model, layer, ds, DataSegmenter(), **kw)
+        for name, value in one.arrays().items():
+            np.testing.assert_array_equal(getattr(both[layer], name) if isinstance(getattr(both[layer], name),
+                                          np.ndarray) else getattr(both[layer], name).numpy(), value, err_msg=name)
+        assert both[layer].fingerprint == one.fingerprint and both[layer].layer == layer
+    # cached per layer: a layer dissected alone first is loaded; only the other one runs the model
+    dissect(model, "a", ds, DataSegmenter(), cache_dir=tmp_path, **kw)
+    TwoLayers.calls = 0
+    again = dissect_layers(model, ["a", "b"], ds, DataSegmenter(), cache_dir=tmp_path, **kw)
+    assert TwoLayers.calls == 5 and again["b"].fingerprint == both["b"].fingerprint
+    TwoLayers.calls = 0
+    dissect_layers(model, ["a", "b"], ds, DataSegmenter(), cache_dir=tmp_path, **kw)
+    assert TwoLayers.calls == 0
+    with pytest.raises(KeyError, match="layer"):
+        dissect_layers(model, ["a", "c"], ds, DataSegmenter(), **kw)
+    with pytest.raises(ValueError, match="once"):
+        dissect_layers(model, ["a", "a"], ds, DataSegmenter(), **kw)

@@ -56,7 +56,7 @@ def setup(name: str, n_images: int, device: str) -> dict:
         return {"model": model, "layer": REAL[name], "data": TensorDataset(images), "segmenter": ColorSegmenter(),
                 "images": "input", "seg_size": 56}
     from ..toyworld.setups import toy_setup
-    from .dissect import _materialise
+    from ._data import materialise as _materialise
 
     s = toy_setup(name, n_images, None, device, seed=7)
     return {"model": s.model, "layer": s.layer, "data": _materialise(s.data), "segmenter": s.segmenter,

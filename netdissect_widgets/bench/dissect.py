@@ -38,17 +38,11 @@ import time
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
+
+from ._data import materialise
 
 TARGET = 1.3
-
-
-def _materialise(data: Any) -> TensorDataset:
-    items = [data[i] for i in range(len(data))]
-    if isinstance(items[0], torch.Tensor):
-        return TensorDataset(torch.stack(items))
-    cols = list(zip(*items))
-    return TensorDataset(*[torch.stack(c) if isinstance(c[0], torch.Tensor) else torch.tensor(c) for c in cols])
 
 
 def _forward_time(model, data, batch_size: int, device) -> tuple[float, list]:
@@ -66,7 +60,7 @@ def bench_model(name: str, n_images: int, batch_size: int, repeats: int, segment
     from ..toyworld.setups import toy_setup
 
     setup = toy_setup(name, n_images, segmenter, device, seed=7)
-    data = _materialise(setup.data)
+    data = materialise(setup.data)
     model = setup.model
     forward, dissect_s, pass_s, stats_s, seg_s = [], [], [], [], []
     d = None

@@ -41,7 +41,7 @@ Modules: :mod:`._run` (:func:`dissect`), :mod:`.result` (:class:`Dissection`,
 """
 from __future__ import annotations
 
-from ._run import dissect
+from ._run import dissect, dissect_layers
 from .result import Dissection, UnitLabel
 
-__all__ = ["dissect", "Dissection", "UnitLabel"]
+__all__ = ["dissect", "dissect_layers", "Dissection", "UnitLabel"]

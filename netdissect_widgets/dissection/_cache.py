@@ -61,17 +61,17 @@ def commit_pass(stored: dict, work: Path, final: Path, key: str, n_concepts: int
     for name in PASS_ARRAYS:
         arr = stored[name]
         path = work / f"{name}.npy"
-        if isinstance(arr, np.memmap):
-            arr.flush()
+        if isinstance(arr, np.memmap) and Path(arr.filename).parent.resolve() == work.resolve():
+            arr.flush()  # (a memory-mapped file of this entry's folder: renamed, not copied)
             if Path(arr.filename).resolve() != path.resolve():
                 os.replace(arr.filename, path)
-        else:
+        else:  # (in memory, or another layer's file: the segmentation is shared by the layers of one pass)
             with open(path, "wb") as f:
                 np.save(f, np.ascontiguousarray(arr), allow_pickle=False)
         arrays[name] = {"shape": list(arr.shape), "dtype": np.dtype(arr.dtype).str}
     for leftover in work.iterdir():  # (e.g. the float16 activations of a pass that switched to float32)
         if leftover.name not in {f"{n}.npy" for n in PASS_ARRAYS}:
-            leftover.unlink()
+            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
     save_json(work / "meta.json", {"fingerprint": key, "version": PASS_VERSION, "arrays": arrays,
                                    "feature_size": stored["feature_size"], "seg_size": stored["seg_size"],
                                    "store_dtype": stored["store_dtype"], "n_concepts": n_concepts})

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .._device import module_device
-from ..hooks import Trace
+from ..hooks import TraceDict
 from . import _data
 from .backends import Backend
 
@@ -64,80 +64,91 @@ def _thumbnails(images: torch.Tensor, thumb_size: int, backend: Backend, rows: l
     return backend.to_uint8(x, rows)
 
 
-def collect(model, layer, loader, segmenter, cfg, n_concepts, seg_size, work: Path, progress: bool,
-            backend: Backend) -> dict:
-    """One pass over the data; returns the stored arrays (numpy) and ``store_dtype``, the dtype the
-    activations were stored in (float32 when float16 would have lost them: see :func:`_safe_dtype`)."""
+class _LayerStore:
+    """What the pass keeps of one layer, batch by batch (see the module docstring)."""
+
+    def __init__(self, layer: str, cfg: dict, n_items: int, work: Path, backend: Backend) -> None:
+        self.layer, self.cfg, self.n_items, self.work, self.backend = layer, cfg, n_items, work, backend
+        self.store_dtype = cfg["store_dtype"]
+        self.acts = self.maxes = self.mins = self.running = None
+        self.peak: torch.Tensor | None = None  # each unit's largest |activation| so far
+        self.thumbs: dict[int, np.ndarray] = {}
+
+    def add(self, a: torch.Tensor, pics: torch.Tensor, row: int) -> None:
+        """Store one batch: numba's loops and two tensor copies on the CPU (at the forward's thread
+        count), tensor operations elsewhere (see :meth:`Backend.map_extremes` and the others)."""
+        b, layer, backend = a.shape[0], self.layer, self.backend
+        hi, lo = backend.map_extremes(a)
+        _check_finite(hi, lo, layer, row)
+        big = torch.maximum(hi.abs(), lo.abs()).amax(0).float().cpu()
+        self.peak = big if self.peak is None else torch.maximum(self.peak, big)
+        if self.store_dtype == "float16" and not _fits_float16(hi, lo):
+            self.store_dtype = "float32"  # from now on, and the batches stored so far converted (exactly)
+            warnings.warn(
+                f"layer {layer!r} has activations beyond float16's range (|a| > 65504, up to "
+                f"{float(big.max()):.4g}): storing them as float32 instead (twice the memory; pass "
+                f"store_dtype='float32' to choose it up front)", RuntimeWarning, stacklevel=5)
+            if self.acts is not None:
+                self.acts = _reallocate(self.acts, self.work / "acts32.npy", np.dtype(np.float32))
+        # extremes of the stored values (rounding is monotonic: round the extremes, not all)
+        tdtype = torch.float16 if self.store_dtype == "float16" else torch.float32
+        m, m_lo = hi.to(tdtype).float(), lo.to(tdtype).float()
+        if self.acts is None:
+            self.acts = _allocate(self.work / "acts.npy", (self.n_items, *a.shape[1:]), np.dtype(self.store_dtype))
+            self.maxes = np.empty((self.n_items, a.shape[1]), dtype=np.float32)
+            self.mins = np.empty((self.n_items, a.shape[1]), dtype=np.float32)
+            self.running = backend.running_top(a.shape[1], self.cfg["n_show"], self.n_items, m.device)
+        elif a.shape[1:] != self.acts.shape[1:]:
+            raise ValueError(f"layer {layer!r} changed shape between batches: {tuple(a.shape[1:])} vs "
+                             f"{self.acts.shape[1:]}")
+        torch.from_numpy(self.acts[row : row + b]).copy_(a)  # (converted on the way)
+        self.maxes[row : row + b] = m.cpu().numpy()
+        self.mins[row : row + b] = m_lo.cpu().numpy()
+        # running top n_show per unit (ties: lower dataset index first, as in the final top-k)
+        new, gone = self.running.add(self.maxes[row : row + b], row)  # (the maxima just stored)
+        if new:
+            self.thumbs.update(zip(new, _thumbnails(pics, self.cfg["thumb_size"], backend, [i - row for i in new])))
+        for i in gone:
+            del self.thumbs[i]
+
+    def result(self, seg: np.ndarray) -> dict:
+        thumb_index = np.array(sorted(self.thumbs), dtype=np.int64)
+        tiny = torch.nonzero((self.peak > 0) & (self.peak < FLOAT16_TINY)).flatten().tolist()
+        return {
+            "acts": self.acts, "seg": seg, "maxes": self.maxes, "mins": self.mins,
+            "thumbs": np.stack([self.thumbs[i] for i in thumb_index]), "thumb_index": thumb_index,
+            "feature_size": list(self.acts.shape[2:]), "seg_size": list(seg.shape[2:]),
+            "store_dtype": self.store_dtype, "too_small_for_float16": tiny if self.store_dtype == "float16" else [],
+        }
+
+
+def collect(model, layers: list[str], loader, segmenter, cfg, n_concepts, seg_size, works: dict[str, Path],
+            progress: bool, backend: Backend) -> dict[str, dict]:
+    """One pass over the data for every layer of ``layers``; returns per layer the stored arrays
+    (numpy; the segmentation is shared), ``store_dtype`` (float32 when float16 would have overflowed)
+    and ``too_small_for_float16`` (units whose activations are all below float16's normal range)."""
     n_items = len(_data.dataset_of(loader))
     device = module_device(model)
     images_kind = cfg["images"]
     use_batch = images_kind == "input" and _data.reads_labels_from_data(segmenter)
-    store_dtype = cfg["store_dtype"]
     seg_np_dtype = _compact_dtype(n_concepts)[1]
-    acts = seg = maxes = mins = running = peak = None  # peak: each unit's largest |activation| so far
-    thumbs: dict[int, np.ndarray] = {}
-
-    def store_batch(a: torch.Tensor, s: torch.Tensor, pics: torch.Tensor, row: int) -> None:
-        """Store one batch: numba's loops and two tensor copies on the CPU (at the forward's thread
-        count), tensor operations elsewhere (see :meth:`Backend.map_extremes` and the others)."""
-        nonlocal acts, seg, maxes, mins, running, store_dtype, peak
-        b = a.shape[0]
-        with torch.inference_mode():
-            hi, lo = backend.map_extremes(a)
-            _check_finite(hi, lo, layer, row)
-            big = torch.maximum(hi.abs(), lo.abs()).amax(0).float().cpu()
-            peak = big if peak is None else torch.maximum(peak, big)
-            if store_dtype == "float16" and not _fits_float16(hi, lo):
-                store_dtype = "float32"  # from now on, and the batches stored so far converted (exactly)
-                warnings.warn(
-                    f"layer {layer!r} has activations beyond float16's range (|a| > 65504, up to "
-                    f"{float(big.max()):.4g}): storing them as float32 instead (twice the memory; pass "
-                    f"store_dtype='float32' to choose it up front)", RuntimeWarning, stacklevel=4)
-                if acts is not None:
-                    acts = _reallocate(acts, work / "acts32.npy", np.dtype(np.float32))
-            # extremes of the stored values (rounding is monotonic: round the extremes, not all)
-            tdtype = torch.float16 if store_dtype == "float16" else torch.float32
-            m, m_lo = hi.to(tdtype).float(), lo.to(tdtype).float()
-            if acts is None:
-                acts = _allocate(work / "acts.npy", (n_items, *a.shape[1:]), np.dtype(store_dtype))
-                seg = _allocate(work / "seg.npy", (n_items, *s.shape[1:]), seg_np_dtype)
-                maxes = np.empty((n_items, a.shape[1]), dtype=np.float32)
-                mins = np.empty((n_items, a.shape[1]), dtype=np.float32)
-                running = backend.running_top(a.shape[1], cfg["n_show"], n_items, m.device)
-            elif a.shape[1:] != acts.shape[1:]:
-                raise ValueError(f"layer {layer!r} changed shape between batches: {tuple(a.shape[1:])} vs {acts.shape[1:]}")
-            elif s.shape[1:] != seg.shape[1:]:
-                raise ValueError(
-                    f"segmenter {_data.segmenter_name(segmenter)} changed output shape between batches: "
-                    f"{tuple(s.shape[1:])} vs {seg.shape[1:]} (pass seg_size= to resample)"
-                )
-            # stored in place, converted on the way (ids were checked: they fit the compact dtype)
-            torch.from_numpy(acts[row : row + b]).copy_(a)
-            torch.from_numpy(seg[row : row + b]).copy_(s)
-            maxes[row : row + b] = m.cpu().numpy()
-            mins[row : row + b] = m_lo.cpu().numpy()
-            # running top n_show per unit (ties: lower dataset index first, as in the final top-k)
-            new, gone = running.add(maxes[row : row + b], row)  # (the maxima just stored)
-            if new:
-                thumbs.update(zip(new, _thumbnails(pics, cfg["thumb_size"], backend, [i - row for i in new])))
-            for i in gone:
-                del thumbs[i]
-
+    stores = {layer: _LayerStore(layer, cfg, n_items, works[layer], backend) for layer in layers}
+    seg = None
     row = 0
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            for batch in _data.progress(loader, progress, f"dissect {layer}"):
+            for batch in _data.progress(loader, progress, f"dissect {', '.join(layers)}"):
                 x = _data.split_batch(batch, images_kind).to(device)
                 b = x.shape[0]
                 if row + b > n_items:
                     raise ValueError(f"the data yielded more than len(dataset) = {n_items} items")
                 if images_kind == "input":
                     _data.check_images(x, "the data's images", row)
-                with Trace(model, layer, stop=images_kind == "input") as tr:
+                with TraceDict(model, layers, stop=images_kind == "input") as tr:
                     out = model(x)
-                a = _layer_output(tr.output, layer, b)
+                acts = {layer: _layer_output(tr[layer].output, layer, b) for layer in layers}
                 if images_kind == "output":
                     pics = _generated(out, b)
                     _data.check_images(pics, "the generated images", row)
@@ -146,21 +157,22 @@ def collect(model, layer, loader, segmenter, cfg, n_concepts, seg_size, work: Pa
                 s = _data.segment_batch(segmenter, batch, pics, use_batch)
                 if seg_size is not None:
                     s = _resize_seg(s, seg_size)
-                store_batch(a, s, pics, row)
+                if seg is None:
+                    seg = _allocate(works[layers[0]] / "seg.npy", (n_items, *s.shape[1:]), seg_np_dtype)
+                elif s.shape[1:] != seg.shape[1:]:
+                    raise ValueError(
+                        f"segmenter {_data.segmenter_name(segmenter)} changed output shape between batches: "
+                        f"{tuple(s.shape[1:])} vs {seg.shape[1:]} (pass seg_size= to resample)"
+                    )
+                torch.from_numpy(seg[row : row + b]).copy_(s)  # (ids were checked: they fit the compact dtype)
+                for layer in layers:
+                    stores[layer].add(acts[layer], pics, row)
                 row += b
     finally:
         model.train(was_training)
     if row != n_items:
         raise ValueError(f"the data yielded {row} items but len(dataset) = {n_items}")
-    tiny = torch.nonzero((peak > 0) & (peak < FLOAT16_TINY)).flatten().tolist()
-    if store_dtype == "float16" and tiny:
-        raise TooSmallForFloat16(tiny)
-    thumb_index = np.array(sorted(thumbs), dtype=np.int64)
-    return {
-        "acts": acts, "seg": seg, "maxes": maxes, "mins": mins,
-        "thumbs": np.stack([thumbs[i] for i in thumb_index]), "thumb_index": thumb_index,
-        "feature_size": list(acts.shape[2:]), "seg_size": list(seg.shape[2:]), "store_dtype": store_dtype,
-    }
+    return {layer: stores[layer].result(seg) for layer in layers}
 
 
 #: float16's largest finite value and smallest normal value
@@ -170,17 +182,8 @@ FLOAT16_TINY = 2.0 ** -14
 
 def _fits_float16(hi: torch.Tensor, lo: torch.Tensor) -> bool:
     """Whether maps with these extremes survive float16's range (nothing beyond +-65504). (Units whose
-    activations are all tiny are found over the whole pass: :class:`TooSmallForFloat16`.)"""
+    activations are all tiny are found over the whole pass: ``too_small_for_float16``.)"""
     return bool((torch.maximum(hi.abs(), lo.abs()) <= FLOAT16_MAX).all())
-
-
-class TooSmallForFloat16(Exception):
-    """Units whose every activation is below float16's smallest normal value (6.1e-05) but not all 0:
-    float16 would keep few digits of them (or none); the pass is redone in float32."""
-
-    def __init__(self, units: list[int]) -> None:
-        super().__init__(f"units {units[:20]} (0-based) are below float16's normal range")
-        self.units = units
 
 
 def _check_finite(hi: torch.Tensor, lo: torch.Tensor, layer: str, row: int) -> None:

@@ -19,7 +19,8 @@ import time
 import warnings
 from numbers import Integral, Real
 from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import numpy as np
 from torch import nn
@@ -30,7 +31,7 @@ from .._io import check_writable, clean_stale
 from ..hooks import get_layer
 from . import _data, _sharded
 from ._cache import PASS_VERSION, commit_pass, load_pass, load_result, save_result, work_dir
-from ._pass import TooSmallForFloat16, collect
+from ._pass import collect
 from .backends import BACKENDS, Backend, choose_backend
 from ._stats import HIST_BINS, finish, sample_positions
 from ._words import level_phrase
@@ -176,90 +177,207 @@ def dissect(
         Bad settings, data that do not match ``images``, a layer output that is
         not (N, C, H, W), or a segmenter returning wrong shapes/dtypes/ids.
     """
-    cfg = _check_settings(images, level, iou_threshold, k, batch_size, num_workers, n_show, thumb_size, store_dtype)
+    if not isinstance(layer, str):
+        raise TypeError(f"layer must be a layer name (str), got {type(layer).__name__}")
+    run = _prepare(model, [layer], data, segmenter, dict(
+        images=images, level=level, iou_threshold=iou_threshold, k=k, batch_size=batch_size, cache_dir=cache_dir,
+        seg_size=seg_size, receptive_field=receptive_field, num_workers=num_workers, n_show=n_show,
+        thumb_size=thumb_size, store_dtype=store_dtype, level_sample=level_sample, backend=backend,
+        cache_key=cache_key))
+    # bounded memory, or several processes (torchrun): the streamed engine (SCALE, _sharded.py)
+    if _sharded.wanted(max_store_bytes, model, layer, run.loader, segmenter, run.cfg, len(run.concepts),
+                       run.seg_size):
+        return _sharded.dissect_streamed(model, layer, run.loader, segmenter, run.cfg, run.concepts, run.categories,
+                                         run.seg_size, run.rf, run.result_keys[layer], run.model_fp, run.cache,
+                                         progress, max_store_bytes, run.engine)
+    return _dissect_layers(run, model, segmenter, progress)[layer]
+
+
+def dissect_layers(
+    model: nn.Module,
+    layers: Sequence[str],
+    data: Any,
+    segmenter: Any,
+    *,
+    images: str = "input",
+    level: float = 0.99,
+    iou_threshold: float = 0.04,
+    k: int = 100,
+    batch_size: int = 32,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    seg_size: tuple[int, int] | int | None = None,
+    receptive_field: tuple[Any, Any] | None = None,
+    num_workers: int = 0,
+    n_show: int = 10,
+    thumb_size: int = 128,
+    store_dtype: str = "float16",
+    level_sample: int | None = None,
+    backend: str | Backend = "auto",
+    cache_key: Any = None,
+) -> dict[str, Dissection]:
+    """Dissect several layers of one model in one model pass: ``{layer: Dissection}``.
+
+    Each layer's result equals ``dissect(model, layer, ...)`` with the same settings (and
+    shares its cache entries: a layer dissected before is loaded, the others are computed
+    together in one pass over the data, with one segmentation per image). The settings are
+    those of :func:`dissect` (``receptive_field``, when given, applies to every layer).
+
+    >>> ds = dissect_layers(model, ["conv3", "conv4", "conv5"], data, segmenter)  # doctest: +SKIP
+    >>> ds["conv5"].summary()                                                      # doctest: +SKIP
+
+    Raises
+    ------
+    KeyError
+        An unknown layer (naming the closest names), before any work.
+    ValueError, TypeError
+        As :func:`dissect`; an empty or repeated list of layers.
+    """
+    if isinstance(layers, str) or not all(isinstance(v, str) for v in layers):
+        raise TypeError(f"layers must be a list of layer names (str), got {layers!r}")
+    layers = list(layers)
+    if not layers or len(set(layers)) != len(layers):
+        raise ValueError(f"layers must name each layer once (at least one), got {layers!r}")
+    run = _prepare(model, layers, data, segmenter, dict(
+        images=images, level=level, iou_threshold=iou_threshold, k=k, batch_size=batch_size, cache_dir=cache_dir,
+        seg_size=seg_size, receptive_field=receptive_field, num_workers=num_workers, n_show=n_show,
+        thumb_size=thumb_size, store_dtype=store_dtype, level_sample=level_sample, backend=backend,
+        cache_key=cache_key))
+    return _dissect_layers(run, model, segmenter, progress)
+
+
+@dataclass
+class _Run:
+    """Everything a dissection run decided before any work: settings, data, keys, cache, backend."""
+
+    layers: list[str]
+    cfg: dict
+    loader: Any
+    concepts: list[str]
+    categories: list[str]
+    seg_size: list[int] | None
+    rf: list | None
+    device: Any
+    engine: Backend
+    model_fp: str
+    pass_keys: dict[str, str]
+    result_keys: dict[str, str]
+    cache: Path | None
+
+
+def _prepare(model: nn.Module, layers: list[str], data: Any, segmenter: Any, s: dict) -> _Run:
+    """Check every input and decide everything (keys, cache, backend) before any work."""
+    cfg = _check_settings(s["images"], s["level"], s["iou_threshold"], s["k"], s["batch_size"], s["num_workers"],
+                          s["n_show"], s["thumb_size"], s["store_dtype"])
+    level_sample = s["level_sample"]
     if level_sample is not None and (isinstance(level_sample, bool) or not isinstance(level_sample, Integral)
                                      or level_sample < 1):
         raise ValueError(f"level_sample must be None (exact levels) or a positive int, got {level_sample!r}")
     cfg["level_sample"] = None if level_sample is None else int(level_sample)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch nn.Module, got {type(model).__name__}")
-    if not isinstance(layer, str):
-        raise TypeError(f"layer must be a layer name (str), got {type(layer).__name__}")
-    get_layer(model, layer)  # KeyError with close names
+    for layer in layers:
+        get_layer(model, layer)  # KeyError with close names
     concepts, categories = _data.check_concepts(segmenter, cfg["images"])
     loader = _data.make_loader(data, cfg["batch_size"], cfg["num_workers"])
-    seg_size = _check_seg_size(seg_size)
-    rf = _check_receptive_field(receptive_field)
-
+    seg_size = _check_seg_size(s["seg_size"])
+    rf = _check_receptive_field(s["receptive_field"])
     device = module_device(model)
-    engine = choose_backend(backend, device)
+    engine = choose_backend(s["backend"], device)
     model_fp = model_fingerprint(model)
-    pass_key = fingerprint(
-        "dissect-pass", PASS_VERSION, model_fp, layer, cfg["images"], _data.data_fingerprint(loader),
-        _data.segmenter_fingerprint(segmenter), seg_size, cfg["store_dtype"], cfg["n_show"], cfg["thumb_size"],
-        settings_of(cache_key),
-    )
-    result_key = fingerprint("dissect-result", RESULT_VERSION, pass_key, cfg["level"], cfg["iou_threshold"], cfg["k"], rf,
-                             cfg["level_sample"])
-    cache = Path(cache_dir) if cache_dir is not None else None
+    data_fp, seg_fp = _data.data_fingerprint(loader), _data.segmenter_fingerprint(segmenter)
+    pass_keys, result_keys = {}, {}
+    for layer in layers:
+        pass_keys[layer] = fingerprint(
+            "dissect-pass", PASS_VERSION, model_fp, layer, cfg["images"], data_fp, seg_fp, seg_size,
+            cfg["store_dtype"], cfg["n_show"], cfg["thumb_size"], settings_of(s["cache_key"]),
+        )
+        result_keys[layer] = fingerprint("dissect-result", RESULT_VERSION, pass_keys[layer], cfg["level"],
+                                         cfg["iou_threshold"], cfg["k"], rf, cfg["level_sample"])
+    cache = Path(s["cache_dir"]) if s["cache_dir"] is not None else None
     if cache is not None:  # (before any work: an unwritable cache fails now, not after the pass)
         check_writable(cache, "cache_dir")
         clean_stale(cache)  # leftovers of runs that were killed while writing
-    # bounded memory, or several processes (torchrun): the streamed engine (SCALE, _sharded.py)
-    if _sharded.wanted(max_store_bytes, model, layer, loader, segmenter, cfg, len(concepts), seg_size):
-        return _sharded.dissect_streamed(model, layer, loader, segmenter, cfg, concepts, categories, seg_size, rf,
-                                         result_key, model_fp, cache, progress, max_store_bytes, engine)
+    return _Run(layers, cfg, loader, concepts, categories, seg_size, rf, device, engine, model_fp, pass_keys,
+                result_keys, cache)
 
-    if cache is not None:
-        found = load_result(cache / f"dissection-{result_key[:24]}", result_key)
-        if found is not None:
-            return found
-    stored = load_pass(cache / f"pass-{pass_key[:24]}", pass_key) if cache is not None else None
-    tmp_owner = None
-    timings = {"pass_s": 0.0}
-    if stored is None:
+
+def _dissect_layers(run: _Run, model: nn.Module, segmenter: Any, progress: bool) -> dict[str, Dissection]:
+    """Cached results, else cached passes, else one pass for every layer still missing; then the statistics."""
+    cache, cfg = run.cache, run.cfg
+    results: dict[str, Dissection] = {}
+    stored: dict[str, dict] = {}
+    for layer in run.layers:
         if cache is not None:
-            work = work_dir(cache, f"pass-{pass_key[:24]}")
-        else:
-            tmp_owner = tempfile.TemporaryDirectory(prefix="dissect-")
-            work = Path(tmp_owner.name)
-        try:
+            found = load_result(cache / f"dissection-{run.result_keys[layer][:24]}", run.result_keys[layer])
+            if found is not None:
+                results[layer] = found
+                continue
+            got = load_pass(cache / f"pass-{run.pass_keys[layer][:24]}", run.pass_keys[layer])
+            if got is not None:
+                stored[layer] = got
+    missing = [layer for layer in run.layers if layer not in results and layer not in stored]
+    timings = {layer: {"pass_s": 0.0} for layer in run.layers}
+    with tempfile.TemporaryDirectory(prefix="dissect-") as scratch:
+        if missing:
             t0 = time.perf_counter()
-            try:
-                stored = collect(model, layer, loader, segmenter, cfg, len(concepts), seg_size, work, progress,
-                                 engine)
-            except TooSmallForFloat16 as tiny:  # (rare: a second pass, in float32)
-                warnings.warn(f"layer {layer!r}: {tiny}: float16 would keep few digits of their activations; "
-                              f"redoing the pass in float32 (pass store_dtype='float32' to choose it up front)",
-                              RuntimeWarning, stacklevel=2)
-                stored = collect(model, layer, loader, segmenter, dict(cfg, store_dtype="float32"), len(concepts),
-                                 seg_size, work, progress, engine)
-            timings["pass_s"] = round(time.perf_counter() - t0, 4)
+            stored.update(_pass(run, model, segmenter, progress, missing, Path(scratch)))
+            for layer in missing:
+                timings[layer]["pass_s"] = round(time.perf_counter() - t0, 4)
+        for layer in run.layers:
+            if layer in results:
+                continue
+            one = stored.pop(layer)
+            config = dict(cfg, store_dtype=one["store_dtype"], layer=layer, seg_size=list(one["seg_size"]),
+                          feature_size=list(one["feature_size"]), receptive_field=run.rf,
+                          n_items=int(one["maxes"].shape[0]), hist_bins=HIST_BINS,
+                          hist_sample=f"{sample_positions(int(one['maxes'].shape[0]), cfg['level_sample'])} random "
+                                      f"upsampled positions per image",
+                          level_meaning=level_phrase(cfg["level"]), units="0-based")
+            t0 = time.perf_counter()
+            result = finish(one, cfg, run.rf, run.concepts, run.categories, config, run.result_keys[layer],
+                            run.model_fp, run.device, run.engine)
+            del one
+            timings[layer]["stats_s"] = round(time.perf_counter() - t0, 4)
+            result.config["timings"] = timings[layer]
             if cache is not None:
-                commit_pass(stored, work, cache / f"pass-{pass_key[:24]}", pass_key, len(concepts))
-        except BaseException:
-            if cache is not None:
-                shutil.rmtree(work, ignore_errors=True)
-            if tmp_owner is not None:
-                tmp_owner.cleanup()
-            raise
+                save_result(result, cache / f"dissection-{run.result_keys[layer][:24]}")
+            results[layer] = result
+    return {layer: results[layer] for layer in run.layers}
+
+
+def _pass(run: _Run, model: nn.Module, segmenter: Any, progress: bool, layers: list[str], scratch: Path) -> dict:
+    """One model pass for ``layers`` (again in float32 for the layers whose units are all below float16's
+    normal range: rare), each committed to the cache when there is one."""
+    cache = run.cache
+    works = {layer: work_dir(cache, f"pass-{run.pass_keys[layer][:24]}") if cache is not None else
+             Path(tempfile.mkdtemp(dir=scratch)) for layer in layers}
     try:
-        config = dict(cfg, store_dtype=stored["store_dtype"], layer=layer, seg_size=list(stored["seg_size"]), feature_size=list(stored["feature_size"]),
-                      receptive_field=rf, n_items=int(stored["maxes"].shape[0]), hist_bins=HIST_BINS,
-                      hist_sample=f"{sample_positions(int(stored['maxes'].shape[0]), cfg['level_sample'])} random "
-                                  f"upsampled positions per image",
-                      level_meaning=level_phrase(cfg["level"]), units="0-based")
-        t0 = time.perf_counter()
-        result = finish(stored, cfg, rf, concepts, categories, config, result_key, model_fp, device, engine)
-        timings["stats_s"] = round(time.perf_counter() - t0, 4)
-        result.config["timings"] = timings
-    finally:
-        stored = None
-        if tmp_owner is not None:
-            tmp_owner.cleanup()
-    if cache is not None:
-        save_result(result, cache / f"dissection-{result_key[:24]}")
-    return result
+        out = collect(model, layers, run.loader, segmenter, run.cfg, len(run.concepts), run.seg_size, works, progress,
+                      run.engine)
+        tiny = [layer for layer in layers if out[layer]["too_small_for_float16"]]
+        if tiny:  # (a second pass, in float32)
+            for layer in tiny:
+                warnings.warn(f"layer {layer!r}: units {out[layer]['too_small_for_float16'][:20]} (0-based) are "
+                              f"below float16's normal range (every activation under 6.1e-05): float16 would keep "
+                              f"few digits of them; redoing the pass in float32 (pass store_dtype='float32' to "
+                              f"choose it up front)", RuntimeWarning, stacklevel=4)
+            redo = {layer: works[layer] / "f32" for layer in tiny}
+            for folder in redo.values():
+                folder.mkdir()
+            again = collect(model, tiny, run.loader, segmenter, dict(run.cfg, store_dtype="float32"),
+                            len(run.concepts), run.seg_size, redo, progress, run.engine)
+            out.update(again)
+        if cache is not None:
+            for layer in layers:
+                commit_pass(out[layer], works[layer], cache / f"pass-{run.pass_keys[layer][:24]}",
+                            run.pass_keys[layer], len(run.concepts))
+        return out
+    except BaseException:
+        if cache is not None:
+            for work in works.values():
+                shutil.rmtree(work, ignore_errors=True)
+        raise
 
 
 # --------------------------------------------------------------------------- settings
