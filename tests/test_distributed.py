@@ -23,7 +23,7 @@ from torch import nn
 
 from netdissect_widgets import dissect
 from netdissect_widgets.datasets import ZDataset
-from tests.test_bounded import EXACT, assert_same_dissection
+from tests.test_bounded import EXACT
 from tests.test_dissect_faithfulness import DataSegmenter, RandomConv, RandomSegData
 
 WORLD = 2
@@ -66,6 +66,8 @@ def scenarios(cache: Path) -> dict:
                       dict(progress=False, k=5, n_show=3, batch_size=8, images="output")),
         "bounded": (RandomConv(), "features", RandomSegData(n=40), DataSegmenter(),
                     dict(conv, batch_size=7, max_store_bytes=1)),
+        # 5 items in one batch: rank 1 reads nothing and still returns the whole result
+        "one-batch": (RandomConv(), "features", RandomSegData(n=5), DataSegmenter(), dict(conv, batch_size=8)),
     }
 
 
@@ -168,7 +170,7 @@ def _ranks_agree(tmp: Path, name: str) -> dict:
     return per_rank[0]
 
 
-@pytest.mark.parametrize("name", ["plain", "uneven", "generator", "bounded"])
+@pytest.mark.parametrize("name", ["plain", "uneven", "generator", "bounded", "one-batch"])
 def test_two_processes_equal_one(ranks, name, tmp_path):
     model, layer, data, seg, kw = scenarios(tmp_path / "cache")[name]
     got = _ranks_agree(ranks, name)
