@@ -53,14 +53,15 @@ def setup(name: str, n_images: int, device: str) -> dict:
         # smooth random images (a coarse grid upsampled), so that colour regions are regions
         coarse = torch.rand(n_images, 3, 14, 14, generator=g) * 2 - 1
         images = torch.nn.functional.interpolate(coarse, size=224, mode="bilinear", align_corners=False)
+        # (random weights leave some conv5 units below float16's normal range: float32 up front, no second pass)
         return {"model": model, "layer": REAL[name], "data": TensorDataset(images), "segmenter": ColorSegmenter(),
-                "images": "input", "seg_size": 56}
+                "images": "input", "seg_size": 56, "store_dtype": "float32"}
     from ..toyworld.setups import toy_setup
     from ._data import materialise as _materialise
 
     s = toy_setup(name, n_images, None, device, seed=7)
     return {"model": s.model, "layer": s.layer, "data": _materialise(s.data), "segmenter": s.segmenter,
-            "images": s.images, "seg_size": None}
+            "images": s.images, "seg_size": None, "store_dtype": "float16"}
 
 
 def digest(d) -> str:
@@ -88,7 +89,7 @@ def dissect_time(s: dict, batch_size: int, **kw) -> tuple[float, Any]:
 
     start = time.perf_counter()
     d = dissect(s["model"], s["layer"], s["data"], s["segmenter"], images=s["images"], seg_size=s["seg_size"],
-                progress=False, batch_size=batch_size, **kw)
+                store_dtype=s["store_dtype"], progress=False, batch_size=batch_size, **kw)
     return time.perf_counter() - start, d
 
 
@@ -151,7 +152,7 @@ def main(args, argv: list[str]) -> int:
     loader = _data.make_loader(s["data"], args.batch_size, 0)
     n_concepts = len(s["segmenter"].concepts)
     stored = in_memory_bytes(s["model"], s["layer"], loader, s["segmenter"],
-                             {"images": s["images"], "store_dtype": "float16"}, n_concepts,
+                             {"images": s["images"], "store_dtype": s["store_dtype"]}, n_concepts,
                              None if s["seg_size"] is None else [s["seg_size"]] * 2)
     bound = args.max_store_bytes or max(1, stored // 4)
     fwd, one, streamed = [], [], []
