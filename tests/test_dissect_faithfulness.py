@@ -487,3 +487,48 @@ def test_fused_label_codes_number_every_pixel_combination(n_channels, n_concepts
     np.testing.assert_array_equal(pixels, np.bincount(codes, minlength=len(combos)))
     assert _kernels.combination_codes(seg, n_concepts, 1 << 24, len(combos) - 1) is None  # too many codes
     assert _kernels.combination_codes(seg, n_concepts, 2, 1 << 20) is None  # too large a table
+
+
+class SignedConv(RandomConv):
+    """RandomConv without its ReLU: negative activations, so levels and bounds can be below 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(self.features[0])
+
+
+@pytest.mark.parametrize("model_cls, level", [(RandomConv, 0.95), (SignedConv, 0.95), (SignedConv, 0.5)])
+@pytest.mark.parametrize("rf", [None, (4, 1.5)])
+def test_paper_upsampling_equals_brute_force(model_cls, level, rf):
+    """upsample='paper' (the original code's zero-padded border) equals a dense brute force with the same
+    upsampler, negative activations included (a zero-blended border block reaches 0 from any cells)."""
+    model, ds = model_cls(), RandomSegData()
+    d = dissect(model, "features", ds, DataSegmenter(), level=level, store_dtype="float32", progress=False,
+                batch_size=7, k=3, receptive_field=rf, upsample="paper")
+    pairs = None if rf is None else tuple((float(v), float(v)) for v in rf)
+    with torch.no_grad():
+        acts = model.features(ds.images)
+    upsample = Upsampler(acts.shape[2:], ds.seg.shape[2:], pairs, convention="paper")
+    assert upsample.zero_border
+    up = torch.stack([upsample(acts[:, u]) for u in range(acts.shape[1])], 1)
+    up = up.permute(1, 0, 2, 3).reshape(acts.shape[1], -1).double().numpy()
+    levels = np.quantile(up, level, axis=1, method="linear")
+    np.testing.assert_allclose(d.levels.numpy(), levels, rtol=1e-6, atol=1e-7)
+    ind = up > d.levels.numpy()[:, None]
+    seg = ds.seg.permute(1, 0, 2, 3).reshape(ds.seg.shape[1], -1).numpy()
+    for c in range(1, len(CONCEPTS)):
+        mask = (seg == c).any(0)
+        want = (ind & mask).sum(1) / np.maximum((ind | mask).sum(1), 1)
+        np.testing.assert_allclose(d.iou[:, c].numpy(), want, atol=1e-6)
+    assert d.config["upsample"] == "paper"
+    plain = dissect(model, "features", ds, DataSegmenter(), level=level, store_dtype="float32", progress=False,
+                    batch_size=7, k=3, receptive_field=rf)
+    assert plain.fingerprint != d.fingerprint
+
+
+def test_paper_upsampling_runs_on_the_tensor_backend():
+    with pytest.raises(ValueError, match="numba.*paper"):
+        dissect(RandomConv(), "features", RandomSegData(), DataSegmenter(), progress=False, upsample="paper",
+                backend="numba")
+    with pytest.raises(ValueError, match="interpolate.*paper"):
+        dissect(RandomConv(), "features", RandomSegData(), DataSegmenter(), progress=False, upsample="papers")

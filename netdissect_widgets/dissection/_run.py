@@ -33,6 +33,7 @@ from . import _data, _sharded
 from ._cache import PASS_VERSION, commit_pass, load_pass, load_result, save_result, work_dir
 from ._pass import collect
 from .backends import BACKENDS, Backend, choose_backend
+from ..stats._bilinear import check_convention
 from ._stats import HIST_BINS, finish, sample_positions
 from ._words import level_phrase
 from .result import Dissection
@@ -63,6 +64,7 @@ def dissect(
     backend: str | Backend = "auto",
     cache_key: Any = None,
     max_store_bytes: int | None = None,
+    upsample: str = "interpolate",
 ) -> Dissection:
     """Dissect one layer: label every unit with the concept its activation region matches best.
 
@@ -161,6 +163,12 @@ def dissect(
         ``"tensor"`` in tensor operations on the model's device, ``"numba"`` as
         compiled CPU loops (CPU models), ``"auto"`` numba on the CPU when it is
         installed, else tensor. The results are bit-identical.
+    upsample : {"interpolate", "paper"}
+        How activation maps are upsampled: ``"interpolate"`` (default) as
+        ``F.interpolate(mode="bilinear", align_corners=False)`` (edge values held);
+        ``"paper"`` as the original NetDissect code (``grid_sample`` with zero
+        padding: the border fades toward 0; ``stats._bilinear``). With ``"paper"``
+        the statistics run on the tensor backend.
     cache_key : JSON-able, optional
         Anything else the result depends on that the cache key cannot see (e.g.
         a version string of code the model calls); part of the key.
@@ -183,10 +191,14 @@ def dissect(
         images=images, level=level, iou_threshold=iou_threshold, k=k, batch_size=batch_size, cache_dir=cache_dir,
         seg_size=seg_size, receptive_field=receptive_field, num_workers=num_workers, n_show=n_show,
         thumb_size=thumb_size, store_dtype=store_dtype, level_sample=level_sample, backend=backend,
-        cache_key=cache_key))
+        cache_key=cache_key, upsample=upsample))
     # bounded memory, or several processes (torchrun): the streamed engine (SCALE, _sharded.py)
     if _sharded.wanted(max_store_bytes, model, layer, run.loader, segmenter, run.cfg, len(run.concepts),
                        run.seg_size):
+        if run.cfg["upsample"] != "interpolate":
+            raise ValueError("upsample='paper' is not available in the streamed engine (max_store_bytes, or a "
+                             "torch.distributed group: it upsamples as F.interpolate); dissect in one process and "
+                             "pass, or use upsample='interpolate'")
         return _sharded.dissect_streamed(model, layer, run.loader, segmenter, run.cfg, run.concepts, run.categories,
                                          run.seg_size, run.rf, run.result_keys[layer], run.model_fp, run.cache,
                                          progress, max_store_bytes, run.engine)
@@ -215,6 +227,7 @@ def dissect_layers(
     level_sample: int | None = None,
     backend: str | Backend = "auto",
     cache_key: Any = None,
+    upsample: str = "interpolate",
 ) -> dict[str, Dissection]:
     """Dissect several layers of one model in one model pass: ``{layer: Dissection}``.
 
@@ -242,7 +255,7 @@ def dissect_layers(
         images=images, level=level, iou_threshold=iou_threshold, k=k, batch_size=batch_size, cache_dir=cache_dir,
         seg_size=seg_size, receptive_field=receptive_field, num_workers=num_workers, n_show=n_show,
         thumb_size=thumb_size, store_dtype=store_dtype, level_sample=level_sample, backend=backend,
-        cache_key=cache_key))
+        cache_key=cache_key, upsample=upsample))
     return _dissect_layers(run, model, segmenter, progress)
 
 
@@ -274,6 +287,7 @@ def _prepare(model: nn.Module, layers: list[str], data: Any, segmenter: Any, s: 
                                      or level_sample < 1):
         raise ValueError(f"level_sample must be None (exact levels) or a positive int, got {level_sample!r}")
     cfg["level_sample"] = None if level_sample is None else int(level_sample)
+    cfg["upsample"] = check_convention(s["upsample"])
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch nn.Module, got {type(model).__name__}")
     for layer in layers:
@@ -283,7 +297,7 @@ def _prepare(model: nn.Module, layers: list[str], data: Any, segmenter: Any, s: 
     seg_size = _check_seg_size(s["seg_size"])
     rf = _check_receptive_field(s["receptive_field"])
     device = module_device(model)
-    engine = choose_backend(s["backend"], device)
+    engine = choose_backend(s["backend"], device, cfg["upsample"])
     model_fp = model_fingerprint(model)
     data_fp, seg_fp = _data.data_fingerprint(loader), _data.segmenter_fingerprint(segmenter)
     pass_keys, result_keys = {}, {}
@@ -293,7 +307,7 @@ def _prepare(model: nn.Module, layers: list[str], data: Any, segmenter: Any, s: 
             cfg["store_dtype"], cfg["n_show"], cfg["thumb_size"], settings_of(s["cache_key"]),
         )
         result_keys[layer] = fingerprint("dissect-result", RESULT_VERSION, pass_keys[layer], cfg["level"],
-                                         cfg["iou_threshold"], cfg["k"], rf, cfg["level_sample"])
+                                         cfg["iou_threshold"], cfg["k"], rf, cfg["level_sample"], cfg["upsample"])
     cache = Path(s["cache_dir"]) if s["cache_dir"] is not None else None
     if cache is not None:  # (before any work: an unwritable cache fails now, not after the pass)
         check_writable(cache, "cache_dir")

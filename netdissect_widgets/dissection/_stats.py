@@ -59,7 +59,8 @@ def finish(stored: dict, cfg: dict, rf, concepts: list[str], categories: list[st
         return top.result()
 
     rf_pairs = None if rf is None else (tuple(rf[0]), tuple(rf[1]))
-    upsample = Upsampler(stored["feature_size"], stored["seg_size"], rf_pairs, device=device)
+    upsample = Upsampler(stored["feature_size"], stored["seg_size"], rf_pairs, device=device,
+                         convention=cfg.get("upsample", "interpolate"))
     levels = np.zeros(n_units, dtype=np.float32)
     inter = np.zeros((n_units, n_concepts), dtype=np.int64)
     unit_pixels = np.zeros(n_units, dtype=np.int64)
@@ -70,6 +71,8 @@ def finish(stored: dict, cfg: dict, rf, concepts: list[str], categories: list[st
     level = cfg["level"]
     lo_all = torch.from_numpy(np.array(stored["mins"], dtype=np.float32)).amin(0)
     hi_all = maxes.amax(0)
+    if upsample.zero_border:  # ("paper": border values blend with 0, so 0 is within every unit's range)
+        lo_all, hi_all = lo_all.clamp(max=0), hi_all.clamp(min=0)
     steps = torch.linspace(0, 1, HIST_BINS + 1)
     hist_edges[:] = (lo_all[:, None] + (hi_all - lo_all)[:, None] * steps[None]).numpy()
     pending: list = []  # countings that wait for the labels

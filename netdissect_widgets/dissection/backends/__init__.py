@@ -6,7 +6,8 @@
   device; the readable reference, and what accelerators run.
 * ``"numba"`` (:class:`~.numba_cpu.NumbaBackend`): the same computation as compiled CPU
   loops (needs numba; models on the CPU).
-* ``"auto"`` (default): numba for a model on the CPU when numba imports, else tensor.
+* ``"auto"`` (default): numba for a model on the CPU when numba imports, else tensor
+  (and tensor for ``upsample="paper"``, whose zero-blended border the loops do not prune for).
 
 Both give bit-identical levels, IoUs, top images and thumbnails (tested against
 brute force). A :class:`~.base.Backend` instance is accepted too (e.g. with other
@@ -29,8 +30,9 @@ __all__ = ["Backend", "TensorBackend", "NumbaBackend", "BACKENDS", "choose_backe
 BACKENDS = ("auto", "tensor", "numba")
 
 
-def choose_backend(backend: Any, device: torch.device) -> Backend:
-    """The backend for a model on ``device``: ``"auto"``, ``"tensor"``, ``"numba"`` or a :class:`Backend`.
+def choose_backend(backend: Any, device: torch.device, convention: str = "interpolate") -> Backend:
+    """The backend for a model on ``device`` and the upsampling ``convention``: ``"auto"``, ``"tensor"``,
+    ``"numba"`` or a :class:`Backend`.
 
     Raises
     ------
@@ -43,14 +45,16 @@ def choose_backend(backend: Any, device: torch.device) -> Backend:
     if isinstance(backend, Backend):
         chosen = backend
     elif backend == "auto":
-        return NumbaBackend() if device.type == "cpu" and available() else TensorBackend()
+        fast = available() and NumbaBackend.supports(device, convention)
+        return NumbaBackend() if fast else TensorBackend()
     elif backend == "tensor":
         chosen = TensorBackend()
     elif backend == "numba":
         chosen = NumbaBackend()
     else:
         raise ValueError(f"backend must be one of {BACKENDS} or a Backend instance, got {backend!r}")
-    if not chosen.supports(device):
-        raise ValueError(f"backend {chosen.name!r} cannot compute for a model on {device}; use backend='auto' "
-                         f"or 'tensor' (tensor operations on any device)")
+    if not chosen.supports(device, convention):
+        raise ValueError(f"backend {chosen.name!r} cannot compute for a model on {device} with upsample="
+                         f"{convention!r}; use backend='auto' or 'tensor' (tensor operations on any device, "
+                         f"either upsampling)")
     return chosen

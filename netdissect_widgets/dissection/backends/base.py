@@ -59,8 +59,9 @@ class Backend:
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
-    def supports(self, device: torch.device) -> bool:
-        """Whether this backend can compute for a model on ``device``."""
+    @classmethod
+    def supports(cls, device: torch.device, convention: str = "interpolate") -> bool:
+        """Whether this backend can compute for a model on ``device`` with the upsampling ``convention``."""
         return True
 
     # ------------------------------------------------------------------ the statistics (per backend)

@@ -499,8 +499,10 @@ class NumbaBackend(Backend):
         self.window_min = int(window_min)
         self.window_fraction = float(window_fraction)
 
-    def supports(self, device: torch.device) -> bool:
-        return torch.device(device).type == "cpu"
+    @classmethod
+    def supports(cls, device: torch.device, convention: str = "interpolate") -> bool:
+        # (the loops prune blocks by their cells: not valid where "paper" blends the border with 0)
+        return torch.device(device).type == "cpu" and convention == "interpolate"
 
     def prepare(self, block: torch.Tensor) -> np.ndarray:
         return unit_major(block)

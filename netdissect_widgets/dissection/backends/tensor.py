@@ -137,9 +137,16 @@ def chunk_levels_and_regions(
     low = b_all - 1e-5 * b_all.abs()
     # stage 1: the maps whose maximum passes the bound (pairs sorted by unit, then image), and
     # their blocks with a corner cell above it (flat index over (pair, Gy, Gx), sorted)
-    pair_u, pair_n = torch.nonzero(maxes.t() > low[:, None]).unbind(1)
+    # (with upsample.zero_border, convention="paper", border blocks blend with 0: they reach 0 whatever
+    # their cells, so a bound below 0 keeps every map and those blocks)
+    reach = maxes.clamp(min=0) if upsample.zero_border else maxes
+    pair_u, pair_n = torch.nonzero(reach.t() > low[:, None]).unbind(1)
     hot_maps = maps[pair_n, pair_u].float()                     # (pairs, h, w)
-    cand = torch.nonzero(upsample.corner_any(hot_maps > low[pair_u, None, None]).view(-1)).squeeze(1)
+    hot = upsample.corner_any(hot_maps > low[pair_u, None, None])
+    if upsample.zero_border:
+        zero = upsample.y.g_zero[:, None] | upsample.x.g_zero[None, :]
+        hot = hot | ((low[pair_u] < 0)[:, None, None] & zero[None])
+    cand = torch.nonzero(hot.view(-1)).squeeze(1)
     levels = np.zeros(U, dtype=np.float32)
     fallback: list[int] = []
     corner, origin, rel = tables["corner_offsets"], tables["block_origin"], tables["pixel_rel"]
