@@ -55,6 +55,16 @@ def _inner(m, xi0, xi1, xw0, xw1, inner):
 
 
 @_jit
+def _all_zero(m):
+    """Whether a low-res map is 0 everywhere (then every upsampled value is +0.0: no need to compute them)."""
+    for r in range(m.shape[0]):
+        for c in range(m.shape[1]):
+            if m[r, c] != 0:
+                return False
+    return True
+
+
+@_jit
 def _key(bits):
     return np.int64(bits) + 2147483648 if bits >= 0 else -1 - np.int64(bits)
 
@@ -70,6 +80,13 @@ def _histogram(a, u0, u1, yi0, yi1, yw0, yw1, xi0, xi1, xw0, xw1, lo, shift, nb,
     width = np.int64(nb) << shift
     for u in range(u0, u1):
         for n in range(B):
+            if _all_zero(a[n, u]):  # (a silent map: H * W values +0.0, key 2**31)
+                zeros[u] += H * W
+                for t in range(T):
+                    rel = 2147483648 - lo[u, t]
+                    if rel >= 0 and rel < width:
+                        counts[u, t, rel >> shift] += H * W
+                continue
             _inner(a[n, u], xi0, xi1, xw0, xw1, inner)
             for y in range(H):
                 _upsample_row(yi0[y], yi1[y], yw0[y], yw1[y], inner, out_f)
@@ -96,7 +113,14 @@ def _final(a, u0, u1, yi0, yi1, yw0, yw1, xi0, xi1, xw0, xw1, labels, lo, width,
     out_i = out_f.view(np.int32)
     for u in range(u0, u1):
         lo0, lo1 = lo[u, 0], lo[u, 1]
+        # +0.0 (key 2**31) below the windows: a silent map only adds to the histogram
+        zero = np.float32(0.0)
+        zero_bin = min(max(np.int64((zero - hist_lo[u]) * hist_scale[u]), 0), bins - 1)
+        zero_below = 2147483648 < lo0 and 2147483648 < lo1
         for n in range(B):
+            if zero_below and _all_zero(a[n, u]):
+                hist[u, zero_bin] += H * W
+                continue
             _inner(a[n, u], xi0, xi1, xw0, xw1, inner)
             for y in range(H):
                 _upsample_row(yi0[y], yi1[y], yw0[y], yw1[y], inner, out_f)
