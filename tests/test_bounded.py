@@ -191,3 +191,20 @@ def test_activations_below_float16s_range_are_streamed_as_float32():
     with pytest.warns(RuntimeWarning, match="float16"):
         got = dissect(Tiny(), "features", ds, DataSegmenter(), progress=False, k=3, max_store_bytes=1000)
     assert_same_dissection(ref, got)
+
+
+class Signed(RandomConv):
+    """No ReLU: negative activations, so the paper's zero-blended border matters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = self.features[0]
+
+
+@pytest.mark.parametrize("level", [0.99, 0.5])
+def test_paper_upsampling_streamed_equals_one_pass(stream_path, level):
+    ds = RandomSegData(n=16)
+    kw = dict(level=level, progress=False, k=3, batch_size=5, upsample="paper", store_dtype="float32")
+    ref = dissect(Signed(), "features", ds, DataSegmenter(), **kw)
+    for budget in (1, 20000):
+        assert_same_dissection(ref, dissect(Signed(), "features", ds, DataSegmenter(), max_store_bytes=budget, **kw))

@@ -195,10 +195,6 @@ def dissect(
     # bounded memory, or several processes (torchrun): the streamed engine (SCALE, _sharded.py)
     if _sharded.wanted(max_store_bytes, model, layer, run.loader, segmenter, run.cfg, len(run.concepts),
                        run.seg_size):
-        if run.cfg["upsample"] != "interpolate":
-            raise ValueError("upsample='paper' is not available in the streamed engine (max_store_bytes, or a "
-                             "torch.distributed group: it upsamples as F.interpolate); dissect in one process and "
-                             "pass, or use upsample='interpolate'")
         return _sharded.dissect_streamed(model, layer, run.loader, segmenter, run.cfg, run.concepts, run.categories,
                                          run.seg_size, run.rf, run.result_keys[layer], run.model_fp, run.cache,
                                          progress, max_store_bytes, run.engine)

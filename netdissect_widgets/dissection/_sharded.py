@@ -234,7 +234,8 @@ class _Run:
         self.n_labels, self.seg_hw, self.image_hw = shapes["labels"], shapes["seg"], shapes["image"]
         rf_pairs = None if rf is None else (tuple(rf[0]), tuple(rf[1]))
         self.rf = rf
-        self.upsample = Upsampler(self.feature, self.seg_hw, rf_pairs, device=self.device)
+        self.upsample = Upsampler(self.feature, self.seg_hw, rf_pairs, device=self.device,
+                                  convention=cfg.get("upsample", "interpolate"))
         self.total = self.n * self.seg_hw[0] * self.seg_hw[1]
         r0, self.frac = order_stats_needed(self.total, cfg["level"])
         # the descending ranks of the two order statistics (one when no interpolation is needed)
@@ -330,6 +331,8 @@ class _Run:
             self.unfit = self.store == torch.float16 and bool(
                 (peak > FLOAT16_MAX).any() | ((peak > 0) & (peak < FLOAT16_TINY)).any())
             self.hi_all, self.lo_all = g.max(hi, "the activation maxima").cpu(), g.min(low, "the minima").cpu()
+            if self.upsample.zero_border:  # ("paper": border values blend with 0, so 0 is within every range)
+                self.lo_all, self.hi_all = self.lo_all.clamp(max=0), self.hi_all.clamp(min=0)
             self.zeros = g.sum(zeros, "the zero counts").cpu()
             self._merge_top()
         return g.sum(counts, "the level histograms").cpu().reshape(U, T, nb)
