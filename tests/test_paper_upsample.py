@@ -136,7 +136,7 @@ def test_every_consumer_of_the_tables_agrees(feature, size, rf) -> None:
 
 
 def test_numba_sample_loop_reads_the_same_tables() -> None:
-    from netdissect_widgets.dissection import _kernels
+    from netdissect_widgets.dissection.backends import numba_cpu as _kernels
 
     if not _kernels.available():
         pytest.skip("numba is not importable here; the tensor path is checked above")
