@@ -15,7 +15,8 @@ filtered by category, by concept text (substring, case-insensitive, acting while
 you type) and by minimum IoU; and shown one page at a time. When no unit passes
 the filters a message says which filters hide them. The page's tile widgets are
 reused and their images cached, so a page switch only swaps values inside one
-``hold_sync()``. What is shown is a :class:`~._state.BrowserView` (plain state,
+``hold_sync()``. A page of tiles is one widget model (:class:`~.tile_grid.TileGrid`,
+an anywidget: titles and PNG strips in one message per page). What is shown is a :class:`~._state.BrowserView` (plain state,
 tested without a browser); the widget forwards its controls to it.
 
 Clicking anywhere on a tile (its images included) opens the detail view: more
@@ -38,9 +39,9 @@ CSS classes (stable, for browser tests)
 ``ndw-page-prev``        previous page Button
 ``ndw-page-next``        next page Button
 ``ndw-page-label``       "page p of n (m units)" HTML
-``ndw-unit-grid``        GridBox holding the tiles
+``ndw-unit-grid``        the page of tiles (TileGrid)
 ``ndw-empty``            HTML: the message shown when no unit passes the filters
-``ndw-unit-tile``        one tile (VBox); hidden tiles have ``display: none``
+``ndw-unit-tile``        one tile
 ``ndw-unit-title``       a tile's HTML header (unit, concept, category, IoU, runner-ups)
 ``ndw-unit-images``      a tile's Image of top images
 ``ndw-unit-open``        a tile's Button "unit N details", stretched over the whole tile (a click
@@ -63,7 +64,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from ipywidgets import HTML, Button, Dropdown, FloatSlider, GridBox, HBox, Image, IntSlider, Layout, Text, VBox
+from ipywidgets import HTML, Button, Dropdown, FloatSlider, HBox, Image, IntSlider, Layout, Text, VBox
 from traitlets import Float, Int, TraitError, Unicode, link, observe, validate
 
 from ..dissection import render
@@ -72,19 +73,9 @@ from ._checks import check_dissection
 from ._errors import Callbacks
 from ._png import category_color, figure_png, png_bytes
 from ._state import ALL, SORT_KEYS, BrowserView
+from .tile_grid import TileGrid
 
 __all__ = ["UnitBrowser", "SORT_KEYS"]
-
-# the tile's button covers the whole tile: a click on the images opens the detail view
-_TILE_CSS = """
-.ndw-unit-tile { position: relative; }
-.ndw-unit-tile:hover { outline: 2px solid var(--jp-brand-color1, #1976d2); }
-.ndw-unit-tile .ndw-unit-open { position: absolute !important; inset: 0; width: 100% !important;
-  height: 100% !important; margin: 0 !important; opacity: 0; cursor: pointer; z-index: 1; }
-.ndw-unit-tile .ndw-unit-open:focus-visible { opacity: 0.15; }
-.ndw-unit-title .widget-html-content { overflow-wrap: anywhere; }
-"""
-
 
 def _tile_title(label: Any, threshold: float, runners: list[tuple[str, str, float]]) -> str:
     concept = html.escape(str(label.concept))
@@ -102,27 +93,6 @@ def _tile_title(label: Any, threshold: float, runners: list[tuple[str, str, floa
     )
 
 
-class _Tile(VBox):
-    """One unit's tile: header, strip of top images, and a button over the whole tile."""
-
-    def __init__(self, thumb_width: int) -> None:
-        self.unit: int | None = None
-        self.title = HTML("")
-        self.title.add_class("ndw-unit-title")
-        self.image = Image(format="png", layout=Layout(width=f"{thumb_width}px"))
-        self.image.add_class("ndw-unit-images")
-        self.button = Button(description="details")
-        self.button.add_class("ndw-unit-open")
-        super().__init__([self.title, self.image, self.button],
-                         layout=Layout(border="1px solid var(--jp-border-color2, #ddd)", padding="4px",
-                                       width=f"{thumb_width + 14}px"))
-        self.add_class("ndw-unit-tile")
-
-    def resize(self, thumb_width: int) -> None:
-        self.image.layout.width = f"{thumb_width}px"
-        self.layout.width = f"{thumb_width + 14}px"
-
-
 class UnitBrowser(WidgetBase):
     """Browse every unit of a dissected layer as tiles, with a detail view.
 
@@ -138,8 +108,6 @@ class UnitBrowser(WidgetBase):
         Size in px of one top image in a tile (default 96; times 1.6 in projector mode).
     detail_images : int
         Top images in the detail view (default 10).
-    columns : int, optional
-        Tiles per row (default: as many as fit the notebook's width).
     projector : bool
         Start in projector mode (bigger thumbnails, charts and fonts).
 
@@ -172,13 +140,11 @@ class UnitBrowser(WidgetBase):
         n_images: int = 3,
         thumb_size: int = 96,
         detail_images: int = 10,
-        columns: int | None = None,
         projector: bool = False,
         **kwargs: Any,
     ) -> None:
         check_dissection(dissection, "UnitBrowser")
-        for name, value in (("n_images", n_images), ("thumb_size", thumb_size), ("detail_images", detail_images),
-                            ("columns", 1 if columns is None else columns)):
+        for name, value in (("n_images", n_images), ("thumb_size", thumb_size), ("detail_images", detail_images)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"UnitBrowser: {name} must be a positive int, got {value!r}")
         super().__init__(projector=projector, **kwargs)
@@ -193,8 +159,6 @@ class UnitBrowser(WidgetBase):
         self._strip_cache_size = 2048
         self._runners: dict[int, list[tuple[str, str, float]]] = {}
         self._on_select = Callbacks(self.errors, "on_select")
-        self.tiles: list[_Tile] = []
-        self.style_sheet.value += f"<style>{_TILE_CSS}</style>"
 
         max_iou = max([float(lab.iou) for lab in self._labels] + [0.0])
         guard = self.guard
@@ -222,9 +186,7 @@ class UnitBrowser(WidgetBase):
         self.page_label.add_class("ndw-page-label")
         self.empty = HTML("", layout=Layout(display="none"))
         self.empty.add_class("ndw-empty")
-        self._columns = "auto-fill" if columns is None else str(columns)
-        self.grid = GridBox(layout=Layout(grid_gap="6px"))
-        self.grid.add_class("ndw-unit-grid")
+        self.tile_grid = TileGrid()
 
         # detail view
         self.detail_title = HTML("")
@@ -264,7 +226,7 @@ class UnitBrowser(WidgetBase):
             HBox([self.prev_button, self.page_label, self.next_button], layout=Layout(align_items="center")),
             self.detail,
             self.empty,
-            self.grid,
+            self.tile_grid,
         ])
         self.add_class("ndw-unit-browser")
 
@@ -276,6 +238,7 @@ class UnitBrowser(WidgetBase):
         self.next_button.on_click(guard(lambda _b: self._step(1), "next page"))
         self.close_button.on_click(guard(lambda _b: setattr(self, "selected_unit", None), "close"))
         self.rank_control.observe(guard(lambda _c: self._render_heatmap(), "heatmap rank"), "value")
+        self.tile_grid.on_open(guard(self.show_unit, "open unit"))
 
         self.page_size = page_size
         self._refilter()
@@ -394,45 +357,22 @@ class UnitBrowser(WidgetBase):
             self._runners[unit] = render.runner_ups(self.dissection, unit)
         return self._runners[unit]
 
-    def _ensure_tiles(self) -> None:
-        width = self.n_images * self._thumb()
-        columns = f"repeat({self._columns}, {width + 14}px)"
-        if self.grid.layout.grid_template_columns != columns:
-            self.grid.layout.grid_template_columns = columns
-        while len(self.tiles) < self.page_size:
-            tile = _Tile(width)
-            tile.button.on_click(self.guard(lambda _b, t=tile: self.show_unit(t.unit), "open unit"))
-            self.tiles.append(tile)
-        if len(self.grid.children) != self.page_size:
-            self.grid.children = tuple(self.tiles[: self.page_size])
-
     def _render_page(self) -> None:
         self.view.go(self.page)
-        self._ensure_tiles()
         units = self.page_units
-        values = [(u, self._strip(u), self._runner_ups(u)) for u in units]  # may fail: nothing changed yet
-        width = self.n_images * self._thumb()
+        tiles = [{"unit": u, "title": _tile_title(self._labels[u], self._threshold, self._runner_ups(u)),
+                  "png": self._strip(u)} for u in units]  # may fail: nothing changed yet
+        n = len(self.view.order)
         with self.hold_sync():
-            for tile, (unit, strip, runners) in zip(self.tiles, values):
-                tile.unit = unit
-                with tile.hold_sync():
-                    tile.title.value = _tile_title(self._labels[unit], self._threshold, runners)
-                    tile.image.value = strip
-                    tile.resize(width)
-                    tile.button.description = f"unit {unit} details"
-                    tile.button.tooltip = f"open the detail view of unit {unit}"
-                    if tile.layout.display is not None:
-                        tile.layout.display = None
-            for tile in self.tiles[len(units): self.page_size]:
-                tile.unit = None
-                tile.layout.display = "none"
-            n = len(self.view.order)
+            self.tile_grid.thumb_width = self.n_images * self._thumb() + 2 * (self.n_images - 1)
+            self.tile_grid.tiles = tiles
             self.page_label.value = (
                 f"&nbsp;page {self.page + 1} of {self.num_pages} ({n} of {len(self._labels)} units)&nbsp;"
             )
             if n == 0:
-                self.empty.value = (f"<div style='padding:8px'><b>No unit matches</b> {html.escape(self.view.describe())}"
-                                    ". Clear or change a filter to see units again.</div>")
+                self.empty.value = (f"<div style='padding:8px'><b>No unit matches</b> "
+                                    f"{html.escape(self.view.describe())}. Clear or change a filter to see units "
+                                    "again.</div>")
                 self.empty.layout.display = None
             elif self.empty.layout.display != "none":
                 self.empty.layout.display = "none"

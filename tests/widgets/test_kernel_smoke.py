@@ -23,7 +23,7 @@ s = SceneList(32); m = tiny_classifier(); g = TinyGenerator()
 d = dissect(m, "relu", s, ColorSegmenter(), progress=False, k=8, n_show=5, thumb_size=32)
 dg = dissect(g, "layer2", ZDataset(32, 8), ColorSegmenter(), images="output", progress=False, k=8, n_show=5,
              thumb_size=16)
-b = UnitBrowser(d, page_size=4); b.tiles[0].button.click(); b.next_button.click()
+b = UnitBrowser(d, page_size=4); b.tile_grid.open_unit(0); b.next_button.click()
 p = AblationPanel(m, "relu", s, d, batch_size=16); p.unit_grid.ablated = [1]; p.wait()
 c = PaintCanvas(g, "layer2", dg); c.concept = c.concepts[0]
 c.paint_stroke([(10, 40), (50, 40), (90, 40)])  # one whole stroke, as the canvas sends it

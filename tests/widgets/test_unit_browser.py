@@ -17,7 +17,7 @@ def is_png(value) -> bool:
 
 def shown(browser):
     """(unit, title html) of the visible tiles."""
-    return [(t.unit, t.title.value) for t in browser.tiles[: browser.page_size] if t.layout.display != "none"]
+    return [(t["unit"], t["title"]) for t in browser.tile_grid.tiles]
 
 
 def test_tiles_show_unit_label_category_iou(classifier_dissection):
@@ -34,8 +34,14 @@ def test_tiles_show_unit_label_category_iou(classifier_dissection):
         (c2, _cat, iou2), = d.top_concepts(unit, n=2)[1:]
         assert f"runner-up: {html.escape(c2)} {iou2:.3f}" in title
     assert "numbered from 0" in b.children[1].children[0].value
-    assert all(is_png(t.image.value) for t in b.tiles[:5])
-    assert b.tiles[0].image.value != b.tiles[1].image.value or d.num_units == 1
+    tiles = b.tile_grid.tiles
+    assert len(tiles) == 5 and all(is_png(t["png"]) for t in tiles)
+    assert tiles[0]["png"] != tiles[1]["png"] or d.num_units == 1
+    # one widget model for the page, its images as binary buffers (not base64 in JSON)
+    from ipywidgets.widgets.widget import _remove_buffers
+
+    _state, buffer_paths, buffers = _remove_buffers(b.tile_grid.get_state())
+    assert len(buffers) == 5 and ["tiles", 0, "png"] in buffer_paths
 
 
 def test_sort_by_iou_and_concept(classifier_dissection):
@@ -99,7 +105,7 @@ def test_paging(classifier_dissection):
         b.next_button.click()
     last = list(range(5 * (b.num_pages - 1), d.num_units))
     assert [u for u, _ in shown(b)] == last
-    assert all(t.layout.display == "none" for t in b.tiles[len(last):5])
+    assert len(b.tile_grid.tiles) == len(last)
     b.prev_button.click()
     assert b.page == b.num_pages - 2
     with pytest.raises(TraitError, match="page must be in"):
@@ -115,9 +121,9 @@ def test_click_tile_opens_detail(classifier_dissection):
     seen = []
     b.on_select(seen.append)
     assert b.detail.layout.display == "none"
-    tile = b.tiles[2]
-    tile.button.click()
-    assert b.selected_unit == tile.unit == 6 and seen == [6]
+    assert b.tile_grid.units[2] == 6
+    b.tile_grid._message(None, {"event": "open", "unit": 6}, [])  # what a click on the tile sends
+    assert b.selected_unit == 6 and seen == [6]
     assert b.detail.layout.display != "none"
     assert "unit 6" in b.detail_title.value and "runner-up concepts:" in b.detail_title.value
     for image in (b.detail_top, b.detail_heatmap, b.detail_concepts, b.detail_hist):
@@ -137,7 +143,7 @@ def test_errors_are_shown_and_widget_keeps_working(classifier_dissection, monkey
         raise RuntimeError("callback exploded")
 
     b.on_select(broken)
-    b.tiles[0].button.click()
+    b.tile_grid.open_unit(b.tile_grid.units[0])
     assert "callback exploded" in b.errors.last and b.errors.widget.layout.display != "none"
     assert b.selected_unit == 0 and is_png(b.detail_hist.value)
 
@@ -152,17 +158,17 @@ def test_errors_are_shown_and_widget_keeps_working(classifier_dissection, monkey
     monkeypatch.undo()
     b.rank_control.value = 2
     b.next_button.click()
-    assert b.page == 1 and [t.unit for t in b.tiles] == [4, 5, 6, 7]
+    assert b.page == 1 and b.tile_grid.units == [4, 5, 6, 7]
     b.errors.dismiss.click()
     assert b.errors.widget.layout.display == "none"
 
 
 def test_labels_are_html_escaped(markup_dissection):
     b = UnitBrowser(markup_dissection, page_size=3)
-    title = b.tiles[0].title.value
+    title = b.tile_grid.tiles[0]["title"]
     raw = markup_dissection.labels[0].concept
     assert raw.startswith("<b>") and raw not in title and html.escape(raw) in title
-    b.tiles[0].button.click()
+    b.tile_grid.open_unit(0)
     assert html.escape(raw) in b.detail_title.value and raw not in b.detail_title.value
 
 
@@ -177,14 +183,16 @@ def test_projector_mode_renders_bigger_thumbnails(classifier_dissection):
     from PIL import Image as PILImage
 
     b = UnitBrowser(classifier_dissection, page_size=2, thumb_size=40)
-    width = PILImage.open(io.BytesIO(b.tiles[0].image.value)).width
+    width = PILImage.open(io.BytesIO(b.tile_grid.tiles[0]["png"])).width
+    shown_width = b.tile_grid.thumb_width
     b.show_unit(0)
     chart = PILImage.open(io.BytesIO(b.detail_concepts.value)).width
     b.projector_toggle.value = True
-    assert PILImage.open(io.BytesIO(b.tiles[0].image.value)).width > 1.4 * width
+    assert PILImage.open(io.BytesIO(b.tile_grid.tiles[0]["png"])).width > 1.4 * width
+    assert b.tile_grid.thumb_width > 1.4 * shown_width
     assert PILImage.open(io.BytesIO(b.detail_concepts.value)).width > 1.3 * chart
     assert "ndw-projector" in b._dom_classes
-    assert "ndw-chart" in b.detail_concepts._dom_classes and "ndw-chart" not in b.tiles[0].image._dom_classes
+    assert "ndw-chart" in b.detail_concepts._dom_classes and "ndw-chart" not in b.detail_heatmap._dom_classes
 
 
 def test_heatmap_has_a_colour_bar(classifier_dissection):
