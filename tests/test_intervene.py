@@ -483,3 +483,19 @@ def test_interventions_follow_cuda_device():
     gen = ToyGenerator().to("cuda")
     img = paint(gen, "layer2", torch.rand(2, 4), [1], _block_mask(slice(0, 4), slice(0, 4)), levels=LEVELS)
     assert img.device.type == "cuda" and torch.all(img[:, 1, :4, :4] == 20.0)
+
+
+def test_a_nan_paint_mask_is_refused_before_the_model_runs():
+    """A NaN in a painted mask gives a clear error (issue #13 point 5), not NaN images."""
+    from netdissect_widgets.intervene import Stroke, paint, paint_strokes
+    from tests.test_hook_removal import Gen
+
+    gen = Gen()
+    mask = torch.zeros(16, 16)
+    mask[3, 3] = float("nan")
+    z = torch.randn(2, 8)
+    with pytest.raises(ValueError, match="NaN"):
+        paint(gen, "layer", z, [0], mask, levels=torch.ones(6))
+    with pytest.raises(ValueError, match="NaN"):
+        paint_strokes(gen, "layer", z, [Stroke([0], mask)], levels=torch.ones(6))
+    assert hook_count(gen) == 0
