@@ -1,14 +1,18 @@
 """The dissection run: check the inputs, use the cache, run the pass, compute the statistics.
 
-:func:`dissect` ties together :mod:`._pass` (one model pass that stores the
-layer's low-resolution activations and the segmentations), :mod:`._stats`
-(exact levels and IoUs from what was stored) and :mod:`._cache`.
+:func:`dissect` (one layer) and :func:`dissect_layers` (several layers, one model
+pass) share two steps: :func:`_prepare` checks every input and decides everything
+before any work (settings, layer names, segmenter, data order, cache folder,
+backend, cache keys); :func:`_dissect_layers` loads what the cache holds and runs
+:mod:`._pass` (one model pass storing each layer's low-resolution activations and
+the segmentations) for the rest, then :mod:`._stats` (exact levels and IoUs,
+computed by a backend of :mod:`.backends`).
 
-Cache (``cache_dir``): the pass is stored in ``pass-<key>/`` (key = model
-weights, layer, data, segmenter and pass settings) and the result in
-``dissection-<key>/`` (key adds level, IoU threshold, k and upsampling). Both
-are written to a temporary folder and renamed into place, so an interrupted run
-leaves no partial cache. Changing only the level re-uses the pass.
+Cache (``cache_dir``, see :mod:`._cache` for the contract): each layer's pass is
+stored in ``pass-<key>/`` (key = model, layer, data, segmenter, pass settings,
+``cache_key``) and its result in ``dissection-<key>/`` (key adds level, IoU
+threshold, k, receptive field, level sample and upsampling). Changing only those
+re-uses the pass.
 """
 from __future__ import annotations
 
