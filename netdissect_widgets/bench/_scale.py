@@ -13,6 +13,11 @@ In one run, side by side on the same data (built in memory first):
   rank times the bare forward over its own shard and its part of the dissection, and
   says whether its result equals the one-process result bit for bit.
 
+Every process, the one-process runs included, gets ``cores / N`` intra-op threads
+(``--threads``): torch's CPU convolutions may round differently with another thread
+count (then the activations differ, and with them the dissection), and the speed-up
+measures more processes on more cores, not more threads.
+
 Printed: per-rank throughput (items/s), the speed-up of N processes over one, and the
 ratios to a bare forward. Models: the toy world's (``toy-classifier`` conv5,
 ``toy-gan`` layer4) and real-size ones with random weights at 224x224 (``vgg16``
@@ -127,7 +132,7 @@ def worker(args) -> int:
 def launch(args, argv: list[str]) -> dict:
     """This benchmark under torchrun with ``args.world_size`` processes; their per-rank results."""
     out = tempfile.mkdtemp(prefix="bench-scale-")
-    threads = args.threads or max(1, (os.cpu_count() or 1) // args.world_size)
+    threads = args.threads
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
            "--nproc-per-node", str(args.world_size), "-m", "netdissect_widgets.bench", "dissect", *argv,
            "--worker-out", out]
@@ -144,7 +149,11 @@ def launch(args, argv: list[str]) -> dict:
 def main(args, argv: list[str]) -> int:
     if args.worker_out:
         return worker(args)
-    torch.set_num_threads(args.threads or torch.get_num_threads())
+    # every process gets the same threads (one process too): a CPU convolution may round differently with
+    # another intra-op thread count, and the speed-up then measures more processes, not more threads
+    threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, args.world_size))
+    torch.set_num_threads(threads)
+    args.threads = threads
     s = setup(args.model, args.n_images, args.device)
     from ..dissection._sharded import in_memory_bytes
     from ..dissection import _data
