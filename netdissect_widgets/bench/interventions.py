@@ -17,7 +17,7 @@
   1/2/3/4/8/16/20/30 tree units (by IoU) are zeroed everywhere, and the tree share inside
   vs outside a painted square before and after inserting the top tree units there.
   (Paper, ProGAN church layer4: 11/18/41/46/51/52/55% removed for 1/2/3/4/8/20/30 units.)
-  ``--gan-layer layer4`` measures the 32x32 layer the paint notebook uses; there the
+  ``--gan-layer layer4`` measures the 32x32 layer the paint notebook used before; there the
   curve is not monotone (single tree-labelled units, when zeroed, can add tree pixels).
 
 The same functions (:func:`classifier_figures`, :func:`generator_figures`) back
