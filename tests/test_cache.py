@@ -260,7 +260,7 @@ def _writer(cache: Path, sleep: float) -> subprocess.Popen:
 
 
 def test_two_processes_writing_the_same_entry_both_succeed(tmp_path):
-    procs = [_writer(tmp_path, 0.002) for _ in range(2)]
+    procs = [_writer(tmp_path, 0.02) for _ in range(2)]  # (passes of ~1 s each: they overlap)
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err
