@@ -79,23 +79,25 @@ def digest(d) -> str:
     return h.hexdigest()[:16]
 
 
-def forward_time(s: dict, batch_size: int, rows: range | None = None) -> float:
+def forward_time(s: dict, batch_size: int, rows: range | None = None) -> tuple[float, float]:
+    """Wall and CPU seconds (this process, all its threads) of the bare forward."""
     data = s["data"] if rows is None else torch.utils.data.Subset(s["data"], rows)
     device = next(s["model"].parameters()).device
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with torch.inference_mode():
         for batch in DataLoader(data, batch_size=batch_size):
             s["model"](batch[0].to(device))
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
-def dissect_time(s: dict, batch_size: int, **kw) -> tuple[float, Any]:
+def dissect_time(s: dict, batch_size: int, **kw) -> tuple[float, float, Any]:
+    """Wall and CPU seconds of the dissection, and the dissection."""
     from ..dissection import dissect
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     d = dissect(s["model"], s["layer"], s["data"], s["segmenter"], images=s["images"], seg_size=s["seg_size"],
                 store_dtype=s["store_dtype"], progress=False, batch_size=batch_size, **kw)
-    return time.perf_counter() - start, d
+    return time.perf_counter() - start, time.process_time() - cpu, d
 
 
 def worker(args) -> int:
@@ -115,12 +117,12 @@ def worker(args) -> int:
         b0, b1 = n_batches * rank // world, n_batches * (rank + 1) // world
         rows = range(min(b0 * args.batch_size, args.n_images), min(b1 * args.batch_size, args.n_images))
         dist.barrier()
-        fwd = forward_time(s, args.batch_size, rows)
+        fwd, fwd_cpu = forward_time(s, args.batch_size, rows)
         dist.barrier()
-        took, d = dissect_time(s, args.batch_size, max_store_bytes=args.max_store_bytes)
+        wall, cpu, d = dissect_time(s, args.batch_size, max_store_bytes=args.max_store_bytes)
         dist.barrier()
-        wall = took
         out = {"rank": rank, "items": len(rows), "forward_s": round(fwd, 4), "dissect_s": round(wall, 4),
+               "forward_cpu_s": round(fwd_cpu, 4), "dissect_cpu_s": round(cpu, 4),
                "passes": d.config.get("passes"), "digest": digest(d), "threads": torch.get_num_threads()}
         with open(os.path.join(args.worker_out, f"rank{rank}.json"), "w") as f:
             json.dump(out, f)
@@ -164,14 +166,18 @@ def main(args, argv: list[str]) -> int:
                              {"images": s["images"], "store_dtype": s["store_dtype"]}, n_concepts,
                              None if s["seg_size"] is None else [s["seg_size"]] * 2)
     bound = args.max_store_bytes or max(1, stored // 4)
-    fwd, one, streamed = [], [], []
+    fwd, one, streamed, cpu = [], [], [], {"forward": [], "one": [], "streamed": []}
     d_one = d_str = None
     for _ in range(args.repeats):
-        fwd.append(forward_time(s, args.batch_size))
-        t, d_one = dissect_time(s, args.batch_size)
+        t, c = forward_time(s, args.batch_size)
+        fwd.append(t)
+        cpu["forward"].append(c)
+        t, c, d_one = dissect_time(s, args.batch_size)
         one.append(t)
-        t, d_str = dissect_time(s, args.batch_size, max_store_bytes=bound)
+        cpu["one"].append(c)
+        t, c, d_str = dissect_time(s, args.batch_size, max_store_bytes=bound)
         streamed.append(t)
+        cpu["streamed"].append(c)
     med = statistics.median
     report = {"benchmark": "dissect at scale", "model": args.model, "layer": s["layer"], "device": args.device,
               "n_images": args.n_images, "batch_size": args.batch_size, "threads": torch.get_num_threads(),
@@ -180,7 +186,8 @@ def main(args, argv: list[str]) -> int:
               "one_process_streamed_s": round(med(streamed), 3), "streamed_passes": d_str.config.get("passes"),
               "ratio_one_process": round(med(one) / med(fwd), 3),
               "ratio_streamed": round(med(streamed) / med(fwd), 3),
-              "streamed_equals_one_pass": digest(d_str) == digest(d_one)}
+              "streamed_equals_one_pass": digest(d_str) == digest(d_one),
+              "cpu_s": {k: round(med(v), 3) for k, v in cpu.items()}}
     if args.world_size > 1:
         rest = [a for i, a in enumerate(argv) if not a.startswith("--world-size") and (i == 0 or argv[i - 1] != "--world-size")]
         run = launch(args, rest + ["--world-size", "1", "--max-store-bytes", str(bound)])
@@ -189,7 +196,8 @@ def main(args, argv: list[str]) -> int:
                       distributed_s=round(wall, 3), speedup_vs_one_process=round(med(one) / wall, 3),
                       speedup_vs_one_process_streamed=round(med(streamed) / wall, 3),
                       ratio_distributed_to_one_process_forward=round(wall / med(fwd), 3),
-                      distributed_equals_one_process=all(r["digest"] == digest(d_one) for r in run["ranks"]))
+                      distributed_equals_one_process=all(r["digest"] == digest(d_one) for r in run["ranks"]),
+                      distributed_cpu_s=round(sum(r["dissect_cpu_s"] for r in run["ranks"]), 3))
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -200,14 +208,19 @@ def main(args, argv: list[str]) -> int:
           f"(ratio {r['ratio_one_process']:.2f}, stores {r['one_pass_store_bytes'] / 2**20:.1f} MiB), streamed "
           f"{r['one_process_streamed_s']:.2f} s in {r['streamed_passes']} passes under {bound / 2**20:.2f} MiB "
           f"(ratio {r['ratio_streamed']:.2f}); equal bit for bit: {r['streamed_equals_one_pass']}")
+    c = r["cpu_s"]
+    print(f"  CPU seconds (steadier than wall time on a busy machine): forward {c['forward']:.2f}, one pass "
+          f"{c['one']:.2f} (ratio {c['one'] / c['forward']:.2f}), streamed {c['streamed']:.2f} "
+          f"(ratio {c['streamed'] / c['forward']:.2f})")
     if args.world_size > 1:
         for rk in r["ranks"]:
             print(f"  rank {rk['rank']}: {rk['items']} items, forward {rk['forward_s']:.2f} s, dissect "
                   f"{rk['dissect_s']:.2f} s ({rk['items'] / rk['dissect_s']:.1f} items/s; ratio to its forward "
                   f"{rk['dissect_s'] / max(rk['forward_s'], 1e-9):.2f}), {rk['threads']} thread(s), "
-                  f"{rk['passes']} passes")
+                  f"{rk['passes']} passes; CPU {rk['forward_cpu_s']:.2f} s forward, {rk['dissect_cpu_s']:.2f} s dissect")
         print(f"  {r['world_size']} processes: {r['distributed_s']:.2f} s, speed-up {r['speedup_vs_one_process']:.2f}x "
               f"over one process (one pass), {r['speedup_vs_one_process_streamed']:.2f}x over one process "
               f"streamed; ratio to the one-process bare forward {r['ratio_distributed_to_one_process_forward']:.2f}; "
-              f"every rank equal to one process bit for bit: {r['distributed_equals_one_process']}")
+              f"every rank equal to one process bit for bit: {r['distributed_equals_one_process']}; CPU seconds "
+              f"of all ranks {r['distributed_cpu_s']:.2f} vs one process streamed {c['streamed']:.2f}")
     return 0
