@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import html
 import math
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -73,6 +74,7 @@ from ._checks import check_dissection
 from ._errors import Callbacks
 from ._png import category_color, figure_png, png_bytes
 from ._state import ALL, SORT_KEYS, BrowserView
+from ._worker import LatestWorker
 from .tile_grid import TileGrid
 
 __all__ = ["UnitBrowser", "SORT_KEYS"]
@@ -157,6 +159,8 @@ class UnitBrowser(WidgetBase):
         self._threshold = float(getattr(dissection, "iou_threshold", 0.04))
         self._strips: OrderedDict[tuple[int, int], bytes] = OrderedDict()
         self._strip_cache_size = 2048
+        self._strip_lock = threading.Lock()
+        self._prefetch = LatestWorker(self.errors)  # renders the next page's strips while this one is read
         self._runners: dict[int, list[tuple[str, str, float]]] = {}
         self._on_select = Callbacks(self.errors, "on_select")
 
@@ -340,17 +344,34 @@ class UnitBrowser(WidgetBase):
         else:
             self._render_page()
 
-    def _strip(self, unit: int) -> bytes:
-        key = (unit, self._thumb())
-        data = self._strips.get(key)
-        if data is None:
-            data = png_bytes(self.dissection.unit_strip(unit, n=self.n_images, size=key[1]))
+    def _strip(self, unit: int, size: int | None = None) -> bytes:
+        key = (unit, size or self._thumb())
+        with self._strip_lock:
+            data = self._strips.get(key)
+            if data is not None:
+                self._strips.move_to_end(key)
+                return data
+        data = png_bytes(self.dissection.unit_strip(unit, n=self.n_images, size=key[1]))
+        with self._strip_lock:
             self._strips[key] = data
             if len(self._strips) > self._strip_cache_size:
                 self._strips.popitem(last=False)
-        else:
-            self._strips.move_to_end(key)
         return data
+
+    def _prefetch_next(self) -> None:
+        """Render the next page's strips in the background, so that "next" finds them cached."""
+        start = (self.page + 1) * self.page_size
+        units, size = self.view.order[start:start + self.page_size], self._thumb()
+        def render() -> None:
+            for unit in units:
+                self._strip(unit, size)
+
+        if units:
+            self._prefetch.submit("next page", render, lambda _result: None)
+
+    def wait(self, timeout: float | None = 60.0) -> bool:
+        """Block until the background prefetch of the next page is done; ``False`` on timeout."""
+        return self._prefetch.wait(timeout)
 
     def _runner_ups(self, unit: int) -> list[tuple[str, str, float]]:
         if unit not in self._runners:
@@ -378,6 +399,7 @@ class UnitBrowser(WidgetBase):
                 self.empty.layout.display = "none"
             self.prev_button.disabled = self.page == 0
             self.next_button.disabled = self.page >= self.num_pages - 1
+        self._prefetch_next()
 
     def _on_projector(self) -> None:
         self._render_page()

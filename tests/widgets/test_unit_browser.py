@@ -202,3 +202,15 @@ def test_heatmap_has_a_colour_bar(classifier_dissection):
     assert len(fig.axes) == 2  # the image and its colour bar
     label = fig.axes[1].get_ylabel()
     assert "activation" in label and "level" in label
+
+
+def test_next_page_is_prefetched(classifier_dissection, monkeypatch):
+    d = classifier_dissection
+    b = UnitBrowser(d, page_size=3)
+    assert b.wait(60)
+    calls = []
+    original = d.unit_strip
+    monkeypatch.setattr(d, "unit_strip", lambda *a, **k: calls.append(a[0]) or original(*a, **k))
+    b.next_button.click()  # the strips of page 2 were rendered while page 1 was shown
+    assert b.tile_grid.units == [3, 4, 5] and calls == []
+    assert b.wait(60) and sorted(calls) == [6, 7, 8]  # and now page 3's
