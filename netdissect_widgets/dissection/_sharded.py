@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -143,8 +144,25 @@ def dissect_streamed(model, layer, loader, segmenter, cfg, concepts, categories,
     return result
 
 
+#: the last probe's inputs and shapes (``wanted`` probes, then the run it starts reuses them)
+_last_probe: list = [None, None]
+
+
 def _probe(model, layer, loader, segmenter, cfg, seg_size) -> dict:
     """Shapes from the dataset's first item: units, feature (h, w), label channels, seg (H, W), image (H, W)."""
+    key = (layer, cfg["images"], None if seg_size is None else tuple(seg_size))
+    last = _last_probe[0]
+    if last is not None and last[0] == key and last[1]() is model and last[2]() is loader and last[3]() is segmenter:
+        return dict(_last_probe[1])
+    shapes = _probe_once(model, layer, loader, segmenter, cfg, seg_size)
+    try:  # (weak references: a later loader at the same address is not this one)
+        _last_probe[:] = [(key, weakref.ref(model), weakref.ref(loader), weakref.ref(segmenter)), shapes]
+    except TypeError:  # a segmenter without weak references: no reuse
+        _last_probe[:] = [None, None]
+    return dict(shapes)
+
+
+def _probe_once(model, layer, loader, segmenter, cfg, seg_size) -> dict:
     ds = _data.dataset_of(loader)
     one = DataLoader(Subset(ds, [0]), batch_size=1, collate_fn=loader.collate_fn)
     was_training = model.training
