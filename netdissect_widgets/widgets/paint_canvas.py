@@ -207,7 +207,8 @@ class PaintCanvas(WidgetBase):
         self.edited = Image(format="png", layout=Layout(width=f"{self.display_width}px", margin="0 0 0 8px",
                                                         height=f"{self.display_height}px"))
         self.edited.add_class("ndw-paint-edited")
-        self.concept_control = Dropdown(options=[(self._option(c), c) for c in self.concepts], description="concept")
+        self.concept_control = Dropdown(options=self.concepts, description="concept",
+                                        tooltip="concepts with matched units first, most units first")
         self.concept_control.add_class("ndw-paint-concept")
         self.strength_control = IntSlider(min=1, max=dissection.num_units, value=min(10, dissection.num_units),
                                           description="units", continuous_update=False)
@@ -447,10 +448,6 @@ class PaintCanvas(WidgetBase):
         self._show(edited, f"sample seed {seed}")
 
     # ------------------------------------------------------------------ drawing
-    def _option(self, concept: str) -> str:
-        n = self.dissection.concept_counts().get(concept, 0)
-        return f"{concept} ({n} units)" if n else f"{concept} (weak)"
-
     def _display_png(self, image: torch.Tensor) -> bytes:
         return png_bytes(image, size=(self.display_width, self.display_height))
 
