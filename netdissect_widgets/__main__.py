@@ -66,8 +66,11 @@ def _dissect_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("--model", type=_model_name, default="toy-classifier", metavar="NAME",
                    help=f"model to dissect (default toy-classifier). {models}")
-    p.add_argument("--layer", default=None, help="layer name (default: conv5 for toy-classifier, layer4 for toy-gan, "
-                   "layer3 for face-gan, head for efficientnet-lite0)")
+    p.add_argument("--layer", default=None, metavar="NAME[,NAME...]|all",
+                   help="layer name (default: conv5 for toy-classifier, layer4 for toy-gan, layer3 for face-gan, "
+                   "head for efficientnet-lite0); several names separated by commas, or 'all' (every conv block), "
+                   "are dissected in one model pass, each into OUT/LAYER/, with a chart of matched units by "
+                   "category per layer in OUT/")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output folder (index.html, PNGs, dissection/); created if missing")
     p.add_argument("--n-images", type=int, default=1000, metavar="N",
@@ -220,37 +223,76 @@ def run_dissect(args: argparse.Namespace) -> int:
                                weights=args.weights, sha256=args.sha256, images=args.images)
     except (FileNotFoundError, ValueError, KeyError, ImportError) as err:
         return _fail(str(err.args[0] if isinstance(err, KeyError) and err.args else err))
-    layer = args.layer or setup.layer
+    layers = _layers(args.layer, setup)
+    if isinstance(layers, str):
+        return _fail(layers)
     seg_size = args.seg_size if args.seg_size is not None else getattr(setup, "seg_size", None)
+    settings = dict(images=setup.images, level=args.level, iou_threshold=args.iou_threshold,
+                    batch_size=args.batch_size, num_workers=args.num_workers, cache_dir=args.cache_dir,
+                    progress=not args.no_progress, seg_size=seg_size)
     start = time.perf_counter()
     try:
-        d = dissect(setup.model, layer, setup.data, setup.segmenter, images=setup.images, level=args.level,
-                    iou_threshold=args.iou_threshold, batch_size=args.batch_size, num_workers=args.num_workers,
-                    cache_dir=args.cache_dir, progress=not args.no_progress, seg_size=seg_size)
+        if len(layers) == 1:
+            results = {layers[0]: dissect(setup.model, layers[0], setup.data, setup.segmenter, **settings)}
+        else:
+            from .dissection import dissect_layers
+
+            results = dissect_layers(setup.model, layers, setup.data, setup.segmenter, **settings)
     except (KeyError, ValueError, TypeError) as err:
         return _fail(str(err.args[0] if isinstance(err, KeyError) and err.args else err))
     seconds = time.perf_counter() - start
     out = Path(args.out)
+    written = []
     try:
-        d.save(out / "dissection")
-        from .dissection.report import write_report
+        from .dissection.report import write_figures, write_report
 
-        index = write_report(d, out, model=args.model)
-        figures = []
-        if args.figures:
-            from .dissection.report import write_figures
-
-            figures = write_figures(d, args.figures, f"{args.model}-{layer}")
+        for layer, d in results.items():
+            folder = out if len(results) == 1 else out / layer
+            d.save(folder / "dissection")
+            index = write_report(d, folder, model=args.model)
+            figures = write_figures(d, args.figures, f"{args.model}-{layer}") if args.figures else []
+            written.append((layer, d, folder, index, figures))
+        chart = _write_layer_chart(results, out, args.model) if len(results) > 1 else None
     except OSError as err:
         return _fail(f"could not write the results: {err}")
-    for path in figures:
-        print(f"figure: {path}")
-    print(d.summary())
-    print()
-    print(f"{args.model} {layer}: {len(setup.data)} items in {seconds:.1f} s")
-    print(f"report: {index}")
-    print(f"saved dissection: {out / 'dissection'} (Dissection.load)")
+    for layer, d, folder, index, figures in written:
+        for path in figures:
+            print(f"figure: {path}")
+        print(d.summary())
+        print()
+        print(f"report: {index}")
+        print(f"saved dissection: {folder / 'dissection'} (Dissection.load)")
+        print()
+    if chart:
+        print(f"matched units by category per layer: {chart}")
+    print(f"{args.model} {', '.join(results)}: {len(setup.data)} items in {seconds:.1f} s")
     return 0
+
+
+def _layers(option: str | None, setup) -> list[str] | str:
+    """The layers ``--layer`` names (a list), or why it cannot be used (a str)."""
+    if option is None:
+        return [setup.layer]
+    if option.strip() == "all":
+        from .hooks import conv_blocks
+
+        names = conv_blocks(setup.model)
+        return names or "--layer all: this model has no convolutional block; name the layers"
+    names = [name.strip() for name in option.split(",")]
+    if not all(names):
+        return f"--layer {option!r}: an empty name; separate layer names with single commas"
+    if len(set(names)) != len(names):
+        return f"--layer {option!r}: a layer is named twice"
+    return names
+
+
+def _write_layer_chart(results: dict, out: Path, model: str) -> Path:
+    """``OUT/MODEL-categories-by-layer.png``: matched units by category per layer (the paper's figure)."""
+    from .dissection.layer_chart import plot_categories_by_layer
+
+    path = out / f"{model}-categories-by-layer.png"
+    plot_categories_by_layer(results).savefig(path, dpi=100, bbox_inches="tight")
+    return path
 
 
 def run_lab(rest: list[str]) -> int:

@@ -47,6 +47,7 @@ __all__ = [
     "InstrumentedModel",
     "StopForward",
     "layer_names",
+    "conv_blocks",
     "get_layer",
     "layer_output_shapes",
 ]
@@ -72,6 +73,58 @@ def layer_names(model: nn.Module) -> list[str]:
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected an nn.Module, got {type(model).__name__}")
     return [name for name, _ in model.named_modules(remove_duplicate=False) if name]
+
+
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hardswish, nn.Tanh, nn.Sigmoid)
+
+
+def _has_conv(module: nn.Module) -> bool:
+    return any(isinstance(m, _CONVS) for m in module.modules())
+
+
+def conv_blocks(model: nn.Module) -> list[str]:
+    """The names of a model's convolutional blocks, in order: what ``--layer all`` dissects.
+
+    A block is a child module that contains a convolution (``conv1`` = conv + BN +
+    ReLU, so its output is the unit's activation after the non-linearity). A child
+    that is a stack of such blocks (a ``Sequential``/``ModuleList`` every one of whose children contains a
+    convolution, as ``blocks`` of an EfficientNet or ``layer1`` of a ResNet) is
+    expanded into its blocks; a bare convolution followed by its activation
+    (VGG's ``features.28``, ``features.29``) is named by the activation; a model wrapped around a single child (an input
+    normalisation) is looked through.
+
+    >>> conv_blocks(toy_classifier)           # doctest: +SKIP
+    ['conv1', 'conv2', 'conv3', 'conv4', 'conv5']
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"expected an nn.Module, got {type(model).__name__}")
+
+    def blocks(module: nn.Module, prefix: str) -> list[str]:
+        children = list(module.named_children())
+        found = []
+        for i, (name, child) in enumerate(children):
+            if not _has_conv(child):
+                continue
+            inner = list(child.children())
+            is_stack = (isinstance(child, (nn.Sequential, nn.ModuleList)) and len(inner) >= 2
+                        and all(_has_conv(c) for c in inner))
+            after = children[i + 1] if i + 1 < len(children) else None
+            if is_stack:
+                found += blocks(child, f"{prefix}{name}.")
+            elif isinstance(child, _CONVS) and after is not None and isinstance(after[1], _ACTIVATIONS):
+                found.append(f"{prefix}{after[0]}")  # a bare conv followed by its non-linearity: after it
+            else:
+                found.append(f"{prefix}{name}")
+        return found
+
+    names = blocks(model, "")
+    if len(names) == 1 and len(list(get_layer(model, names[0]).children())) > 1:
+        inner = blocks(get_layer(model, names[0]), names[0] + ".")
+        names = inner or names
+    return names
 
 
 def _unknown_layer(model: nn.Module, name: Any) -> KeyError:

@@ -228,3 +228,40 @@ def test_bench_dissect_json_smoke(capsys):
     (r,) = report["results"]
     assert r["model"] == "toy-classifier" and r["layer"] == "conv5"
     assert r["ratio"] == pytest.approx(r["dissect_s"] / r["forward_s"], rel=1e-2)
+
+
+def test_dissect_several_layers_in_one_pass(tmp_path, capsys):
+    require(_toy_weights("classifier"), "the toy classifier's weights")
+    from netdissect_widgets.dissection import Dissection
+
+    rc = main(["dissect", "--model", "toy-classifier", "--layer", "conv4,conv5", "--out", str(tmp_path),
+               "--n-images", "8", "--batch-size", "4", "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    for layer, units in (("conv4", 256), ("conv5", 256)):
+        d = Dissection.load(tmp_path / layer / "dissection")
+        assert d.layer == layer and d.num_units == units
+        assert (tmp_path / layer / "index.html").is_file()
+    assert (tmp_path / "toy-classifier-categories-by-layer.png").stat().st_size > 1000
+    assert "conv4, conv5: 8 items" in out
+
+
+def test_dissect_layer_all_names_every_conv_block(tmp_path, capsys, monkeypatch):
+    require(_toy_weights("classifier"), "the toy classifier's weights")
+    import netdissect_widgets.dissection as dissection
+
+    seen = []
+    monkeypatch.setattr(dissection, "dissect_layers", lambda model, layers, *a, **k: seen.append(layers) or {})
+    rc = main(["dissect", "--model", "toy-classifier", "--layer", "all", "--out", str(tmp_path),
+               "--n-images", "4", "--no-progress"])
+    assert rc == 0 and seen == [["conv1", "conv2", "conv3", "conv4", "conv5"]]
+
+
+@pytest.mark.parametrize("layer, message", [("conv4,,conv5", "empty name"), ("conv5,conv5", "named twice"),
+                                            ("conv5,conv9", "conv9")])
+def test_dissect_bad_layer_lists_fail_in_one_line(tmp_path, capsys, layer, message):
+    require(_toy_weights("classifier"), "the toy classifier's weights")
+    rc = main(["dissect", "--model", "toy-classifier", "--layer", layer, "--out", str(tmp_path),
+               "--n-images", "4", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and "Traceback" not in err

@@ -1,6 +1,8 @@
 """Tests for netdissect_widgets.hooks on tiny models with known answers."""
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import pytest
 import torch
 from torch import nn
@@ -383,3 +385,18 @@ def test_retain_clone_survives_inplace_module():
         im.retain_layer("0")  # no copy: the in-place ReLU overwrites what was kept
         im(x)
         assert torch.equal(im.retained_layer("0"), torch.tensor([[0.0, 2.0, 0.0]]))
+
+
+def test_conv_blocks_names_what_layer_all_dissects():
+    import torchvision
+
+    from netdissect_widgets.hooks import conv_blocks
+
+    block = lambda c: nn.Sequential(nn.Conv2d(c, c, 3), nn.BatchNorm2d(c), nn.ReLU())  # noqa: E731
+    model = nn.Sequential(OrderedDict(conv1=block(3), pool=nn.MaxPool2d(2),
+                                      stack=nn.Sequential(block(3), block(3)), fc=nn.Linear(3, 2)))
+    assert conv_blocks(model) == ["conv1", "stack.0", "stack.1"]
+    # a bare conv followed by its ReLU is named by the ReLU (VGG16 conv5_3 = features.29)
+    assert conv_blocks(torchvision.models.vgg16())[-1] == "features.29"
+    assert conv_blocks(torchvision.models.resnet18())[:3] == ["conv1", "layer1.0", "layer1.1"]
+    assert conv_blocks(nn.Sequential(nn.Linear(2, 2))) == []
