@@ -71,7 +71,7 @@ from typing import Any
 import anywidget
 import numpy as np
 import torch
-from ipywidgets import HTML, Button, Dropdown, HBox, Image, IntSlider, IntText, Layout, Text, ToggleButtons
+from ipywidgets import HTML, Button, Dropdown, HBox, Image, IntSlider, IntText, Label, Layout, Text, ToggleButtons
 from torch import nn
 from traitlets import Bytes, Float, Int, TraitError, Unicode, link, observe, validate
 
@@ -213,9 +213,10 @@ class PaintCanvas(WidgetBase):
         self.strength_control = IntSlider(min=1, max=dissection.num_units, value=min(10, dissection.num_units),
                                           description="units", continuous_update=False)
         self.strength_control.add_class("ndw-paint-strength")
-        self.mode_control = ToggleButtons(options=list(MODES), value="draw", description="mode",
+        self.mode_control = ToggleButtons(options=list(MODES), value="draw",
                                           tooltips=["insert the concept's units", "zero the concept's units",
-                                                    "take paint away"])
+                                                    "take paint away"],
+                                          style={"button_width": "76px"})
         self.mode_control.add_class("ndw-paint-mode")
         self.brush_control = IntSlider(min=1, max=max(1, self.width // 2), value=min(4, max(1, self.width // 2)),
                                        description="brush", continuous_update=False)
@@ -247,7 +248,8 @@ class PaintCanvas(WidgetBase):
                  f"<span style='color:{MUTED}'>(units numbered from 0; left: image + paint, right: edited)</span>"),
             [
                 HBox([self.concept_control, self.strength_control]),
-                HBox([self.mode_control, self.brush_control]),
+                HBox([Label("mode", layout=Layout(width="auto", margin="0 8px 0 12px")), self.mode_control,
+                      self.brush_control]),  # the label beside its buttons, not above them
                 HBox([self.seed_control, self.new_button, self.undo_button, self.redo_button, self.reset_button]),
                 HBox([self.canvas, self.edited]),
                 self.legend,
