@@ -3,13 +3,19 @@
 Above the bound nothing is stored: a histogram pass brackets each unit's level, narrowing
 passes (when the budget is small) shrink the brackets, and a final pass keeps only the
 values inside them and counts the regions. Levels, IoU counts, labels, top images,
-thumbnails and top maps must equal the one-pass engine's bit for bit.
+thumbnails and top maps must equal the one-pass engine's bit for bit. When the data fit the
+budget (always the case here only in a process group, as under torchrun), the first pass keeps
+them and the later passes replay them: the model runs once per item.
 """
 from __future__ import annotations
+
+import contextlib
+import socket
 
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from netdissect_widgets import dissect
@@ -208,3 +214,134 @@ def test_paper_upsampling_streamed_equals_one_pass(stream_path, level):
     ref = dissect(Signed(), "features", ds, DataSegmenter(), **kw)
     for budget in (1, 20000):
         assert_same_dissection(ref, dissect(Signed(), "features", ds, DataSegmenter(), max_store_bytes=budget, **kw))
+
+
+# --------------------------------------------------------------------------- replay
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def one_process_group():
+    """A process group of this one process (gloo), as ``torchrun --nproc-per-node 1`` makes: dissect streams."""
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def items_through(model):
+    """The number of items each call of ``model`` got (a forward pre-hook: counted even when dissect stops
+    the forward pass after the layer)."""
+    seen: list[int] = []
+    handle = model.register_forward_pre_hook(lambda module, inputs: seen.append(len(inputs[0])))
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
+#: the one item run through the model to learn the shapes before the passes
+PROBE = 1
+
+
+@pytest.mark.parametrize("level", [0.99, 0.95])
+def test_replay_runs_the_model_once_per_item(stream_path, level):
+    ds, model = RandomSegData(n=41), RandomConv()
+    kw = dict(level=level, progress=False, k=5, n_show=3, batch_size=4)
+    ref = dissect(model, "features", ds, DataSegmenter(), **kw)
+    reread = dissect(model, "features", ds, DataSegmenter(), max_store_bytes=1000, **kw)
+    with one_process_group(), items_through(model) as seen:
+        got = dissect(model, "features", ds, DataSegmenter(), **kw)  # (the default budget: 1 GiB)
+    assert sum(seen) == len(ds) + PROBE
+    assert got.config["passes"] == 2 and got.config["passes_replayed"] == [1]
+    assert_same_dissection(ref, got)
+    np.testing.assert_array_equal(got.hist_counts, reread.hist_counts)  # (every value counted, as re-read)
+
+
+def toy_replay_bytes(n: int, n_show: int) -> int:
+    """What the toy classifier's replay keeps at most: conv5 (256 units, 8x8) as float16, 4 label channels of
+    64x64 as uint8 ids (56 concepts), a 64x64 RGB thumbnail per image in some unit's running top n_show."""
+    return n * (256 * 8 * 8 * 2 + 4 * 64 * 64 * 1) + min(n, 256 * n_show) * 64 * 64 * 3
+
+
+def test_replay_takes_its_bytes_from_the_budget_and_narrows_from_memory():
+    from netdissect_widgets.toyworld.setups import toy_setup
+
+    s = toy_setup("toy-classifier", 12, seed=3)
+    kw = dict(images=s.images, progress=False, k=6, n_show=2, batch_size=5)
+    ref = dissect(s.model, s.layer, s.data, s.segmenter, **kw)
+    fits = toy_replay_bytes(12, 2)
+    with one_process_group():
+        for budget, replayed in ((fits, True), (fits - 1, False)):
+            with items_through(s.model) as seen:
+                got = dissect(s.model, s.layer, s.data, s.segmenter, max_store_bytes=budget, **kw)
+            passes = got.config["passes"]
+            if replayed:  # (little room is left for the values near the levels: narrowing passes, replayed)
+                assert passes >= 3
+            assert got.config["passes_replayed"] == [passes - 1 if replayed else 0]
+            assert sum(seen) == (1 if replayed else passes) * 12 + PROBE
+            assert_same_dissection(ref, got)
+
+
+def test_a_replay_over_the_budget_is_dropped_and_the_data_read_again(monkeypatch, capsys):
+    """Should the first pass keep more than its bound said, it drops what it kept: the memory bound holds."""
+    from netdissect_widgets.dissection import _sharded
+
+    monkeypatch.setattr(_sharded._Run, "_replay_bound", lambda self: 0)  # (a bound that is wrong)
+    ds, model = RandomSegData(n=41), RandomConv()
+    kw = dict(progress=False, k=5, n_show=3, batch_size=4, level=0.95)
+    ref = dissect(model, "features", ds, DataSegmenter(), **kw)
+    with one_process_group(), items_through(model) as seen:
+        got = dissect(model, "features", ds, DataSegmenter(), **dict(kw, max_store_bytes=20000, progress=True))
+    assert "keeping the data in memory" in capsys.readouterr().err  # (it tried)
+    assert got.config["passes_replayed"] == [0]
+    assert sum(seen) == got.config["passes"] * len(ds) + PROBE
+    assert_same_dissection(ref, got)
+
+
+def test_progress_bar_says_which_passes_replay(capsys):
+    with one_process_group():
+        dissect(RandomConv(), "features", RandomSegData(n=14), DataSegmenter(), progress=True, k=3, batch_size=7)
+    err = capsys.readouterr().err
+    assert "pass 1: level histogram (keeping the data in memory for the next passes)" in err
+    assert "pass 2: regions, top images, thumbnails (replayed from memory)" in err
+
+
+def test_replay_of_a_generator():
+    from netdissect_widgets.toyworld.setups import toy_setup
+
+    s = toy_setup("toy-gan", 6, seed=3)
+    kw = dict(images=s.images, progress=False, k=4, n_show=2, batch_size=4)
+    ref = dissect(s.model, s.layer, s.data, s.segmenter, **kw)
+    with one_process_group(), items_through(s.model) as seen:
+        got = dissect(s.model, s.layer, s.data, s.segmenter, **kw)
+    assert got.kind == "generator" and got.config["passes_replayed"] == [1]
+    assert sum(seen) == 6 + PROBE
+    assert_same_dissection(ref, got)
+
+
+def test_replay_after_float16_turns_out_too_narrow():
+    """Kept as float16, then float16 is found too narrow: the redone histogram pass keeps float32."""
+    ds, model = RandomSegData(n=14), Huge()
+    ref = dissect(model, "features", ds, DataSegmenter(), progress=False, k=3, store_dtype="float32")
+    with one_process_group(), items_through(model) as seen, pytest.warns(RuntimeWarning, match="float16"):
+        got = dissect(model, "features", ds, DataSegmenter(), progress=False, k=3)
+    assert got.config["store_dtype"] == "float32"
+    assert got.config["passes"] == 3 and got.config["passes_replayed"] == [1]
+    assert sum(seen) == 2 * len(ds) + PROBE
+    assert_same_dissection(ref, got)
+
+
+def test_replayed_data_are_read_once_so_augmentation_is_not_refused():
+    """Only passes that read the data again need it to give the same items: a replay reads it once."""
+    model = RandomConv()
+    with one_process_group(), items_through(model) as seen:
+        got = dissect(model, "features", Augmented(n=20), DataSegmenter(), progress=False, k=3)
+    assert got.config["passes_replayed"] == [1] and sum(seen) == 20 + PROBE

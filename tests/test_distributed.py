@@ -6,13 +6,13 @@ then rank 0, its process group closed, runs every scenario alone (same process, 
 thread count: a CPU convolution may round differently with another intra-op thread
 count), and the tests compare. Another pair of processes
 checks that a rank that dies makes the other fail with a clear error and leaves no
-cache entry.
+cache entry. Each rank counts the items its model ran on: once per item of its shard when
+its share fits the budget (replay), once per pass otherwise.
 """
 from __future__ import annotations
 
 import datetime
 import os
-import socket
 import traceback
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from torch import nn
 
 from netdissect_widgets import dissect
 from netdissect_widgets.datasets import ZDataset
-from tests.test_bounded import EXACT
+from tests.test_bounded import EXACT, PROBE, free_port, items_through
 from tests.test_dissect_faithfulness import DataSegmenter, RandomConv, RandomSegData
 
 WORLD = 2
@@ -70,19 +70,31 @@ def scenarios(cache: Path) -> dict:
                     dict(conv, batch_size=7, max_store_bytes=1)),
         # 5 items in one batch: rank 1 reads nothing and still returns the whole result
         "one-batch": (RandomConv(), "features", RandomSegData(n=5), DataSegmenter(), dict(conv, batch_size=8)),
+        # ranks of 20 and 21 items keep at most 14134 and 14838 bytes to replay (704 per item, 18 thumbnails
+        # of 1x1 pixel): rank 0 replays, rank 1 reads the data again; then both replay, with no room left
+        # for the values near the levels (at most 54 bytes: narrowing passes, replayed)
+        "mixed": (RandomConv(), "features", RandomSegData(n=41), DataSegmenter(),
+                  dict(conv, batch_size=4, level=0.95, thumb_size=1, max_store_bytes=14500)),
+        "narrow": (RandomConv(), "features", RandomSegData(n=41), DataSegmenter(),
+                   dict(conv, batch_size=4, level=0.95, thumb_size=1, max_store_bytes=14838)),
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+#: whether each rank's share fits its budget (replay), per scenario
+REPLAYS = {"bounded": (False, False), "mixed": (True, False)}
+
+
+def shard(n: int, batch_size: int, rank: int) -> int:
+    """The items of rank ``rank``'s shard: whole batches, as even as can be."""
+    n_batches = -(-n // batch_size)
+    b0, b1 = n_batches * rank // WORLD, n_batches * (rank + 1) // WORLD
+    return min(b1 * batch_size, n) - min(b0 * batch_size, n)
 
 
 def _save(d, path: Path) -> None:
     arrays = {name: np.asarray(getattr(d, name)) for name in EXACT + ("hist_counts",)}
     np.savez(path, **arrays, labels=np.array([f"{lab.concept}/{lab.iou!r}/{lab.matched}" for lab in d.labels]),
-             passes=np.array(d.config.get("passes", 0)))
+             passes=np.array(d.config.get("passes", 0)), replayed=np.array(d.config.get("passes_replayed", [])))
 
 
 def _worker(rank: int, port: int, out: str, scenario: str) -> None:
@@ -95,11 +107,15 @@ def _worker(rank: int, port: int, out: str, scenario: str) -> None:
             _killed(rank, out_dir)
             return
         for name, (model, layer, data, seg, kw) in scenarios(out_dir / "cache").items():
-            d = dissect(model, layer, data, seg, **kw)
+            with items_through(model) as seen:
+                d = dissect(model, layer, data, seg, **kw)
             _save(d, out_dir / f"{name}-rank{rank}.npz")
+            (out_dir / f"{name}-forwarded-rank{rank}.txt").write_text(str(sum(seen)))
             if name == "cached":  # a second run reads the entry that rank 0 wrote
-                again = dissect(model, layer, data, seg, **kw)
+                with items_through(model) as seen:
+                    again = dissect(model, layer, data, seg, **kw)
                 _save(again, out_dir / f"{name}-again-rank{rank}.npz")
+                (out_dir / f"{name}-again-forwarded-rank{rank}.txt").write_text(str(sum(seen)))
     finally:
         dist.destroy_process_group()
     if rank == 0:
@@ -107,20 +123,18 @@ def _worker(rank: int, port: int, out: str, scenario: str) -> None:
         # another intra-op thread count, which would make the activations, not the dissection, differ)
         for name, (model, layer, data, seg, kw) in scenarios(out_dir / "one-cache").items():
             kw.pop("cache_dir", None)
-            _save(dissect(model, layer, data, seg, **kw), out_dir / f"{name}-one.npz")  # one-pass (bounded: streamed)
-            _save(dissect(model, layer, data, seg, **dict(kw, max_store_bytes=1)), out_dir / f"{name}-streamed.npz")
+            bound = kw.pop("max_store_bytes", None)
+            _save(dissect(model, layer, data, seg, **kw), out_dir / f"{name}-one.npz")  # the one-pass engine
+            _save(dissect(model, layer, data, seg, **dict(kw, max_store_bytes=bound or 1)),
+                  out_dir / f"{name}-streamed.npz")
 
 
 class DiesOnRank1(RandomSegData):
-    """Rank 1 dies (exit code 7) while reading its shard in the second pass."""
-
-    reads = 0
+    """Rank 1 dies (exit code 7) while reading its shard (in the first pass: the later ones replay it)."""
 
     def __getitem__(self, i):
         if dist.get_rank() == 1 and i == 30:
-            DiesOnRank1.reads += 1
-            if DiesOnRank1.reads == 2:
-                os._exit(7)
+            os._exit(7)
         return super().__getitem__(i)
 
 
@@ -136,7 +150,7 @@ def _killed(rank: int, out_dir: Path) -> None:
 
 def _spawn(tmp: Path, scenario: str, timeout: float = 240) -> list[int]:
     ctx = mp.get_context("spawn")
-    port = _free_port()
+    port = free_port()
     procs = [ctx.Process(target=_worker, args=(r, port, str(tmp), scenario)) for r in range(WORLD)]
     for p in procs:
         p.start()
@@ -177,18 +191,40 @@ def _ranks_agree(tmp: Path, name: str) -> dict:
     return per_rank[0]
 
 
-@pytest.mark.parametrize("name", ["plain", "uneven", "generator", "bounded", "one-batch"])
+NAMES = ["plain", "uneven", "generator", "bounded", "one-batch", "mixed", "narrow"]
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_two_processes_equal_one(ranks, name):
     got = _ranks_agree(ranks, name)
-    _same_as(got, _load(ranks / f"{name}-one.npz"))  # one process: the one-pass engine (bounded: streamed)
-    streamed = _load(ranks / f"{name}-streamed.npz")  # one process, streamed
+    _same_as(got, _load(ranks / f"{name}-one.npz"))  # one process: the one-pass engine
+    streamed = _load(ranks / f"{name}-streamed.npz")  # one process, streamed (reading the data once per pass)
     _same_as(got, streamed)
     np.testing.assert_array_equal(got["hist_counts"], streamed["hist_counts"])  # (all values: same histogram too)
-    assert int(got["passes"]) == (int(streamed["passes"]) if name == "bounded" else 2)
+    if name == "bounded":
+        assert int(got["passes"]) == int(streamed["passes"])
+    elif name == "narrow":  # (little room left beside the replay: narrowing passes)
+        assert int(got["passes"]) >= 3
+    elif name != "mixed":
+        assert int(got["passes"]) == 2
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_rank_runs_its_model_once_per_item_when_its_share_fits(ranks, name):
+    model, layer, data, seg, kw = scenarios(ranks / "unused")[name]
+    passes = int(_load(ranks / f"{name}-rank0.npz")["passes"])
+    replays = REPLAYS.get(name, (True, True))
+    replayed = _load(ranks / f"{name}-rank0.npz")["replayed"].tolist()
+    assert replayed == [passes - 1 if fits else 0 for fits in replays]
+    for rank, fits in enumerate(replays):
+        items = shard(len(data), kw["batch_size"], rank)
+        forwarded = int((ranks / f"{name}-forwarded-rank{rank}.txt").read_text())
+        assert forwarded == (1 if fits else passes) * items + PROBE, (rank, items)
 
 
 def test_two_processes_with_a_cache(ranks, tmp_path):
     got, again = _ranks_agree(ranks, "cached"), _ranks_agree(ranks, "cached-again")
+    assert [int((ranks / f"cached-again-forwarded-rank{r}.txt").read_text()) for r in range(WORLD)] == [0] * WORLD
     for key in got:
         np.testing.assert_array_equal(got[key], again[key], err_msg=key)
     _same_as(got, _load(ranks / "cached-one.npz"))

@@ -159,7 +159,9 @@ def dissect(
         ``torch.distributed`` is initialised (torchrun: each rank reads its own
         shard, every rank returns the same result), dissect streams instead: two or
         more passes over the data, the same levels, IoU, labels and top images bit
-        for bit (histograms then count every upsampled value). See
+        for bit (histograms then count every upsampled value). When a rank's share
+        fits the bound (default under torchrun: 1 GiB), the first pass keeps it and
+        the later passes replay it from memory: the model runs once per item. See
         :mod:`netdissect_widgets.dissection._sharded`.
 
     backend : {"auto", "tensor", "numba"} or Backend

@@ -29,9 +29,16 @@ integers in the same order (-0.0 is +0.0 first). A unit's level is the numpy
    engine samples), and keeps each unit's maps and thumbnails on its top images (known
    since pass 1).
 
+**Replay.** When this rank's share of the data fits the budget (its activations as stored,
+its segmentations as compact ids and the thumbnails of the images in some unit's running
+top ``n_show``), the first pass keeps them and every later pass reads them from memory
+instead of running the model and the segmenter again: one model pass in all. The kept
+values of the final pass then get what is left of the budget. Should the first pass go
+over the budget after all, it drops what it kept and the later passes read the data again.
+
 Levels, IoU counts, labels, top images, thumbnails and top maps equal the one-pass
-engine's bit for bit, whatever the number of ranks or the budget. The data are read
-once per pass, so they must yield the same items each time (no random augmentation).
+engine's bit for bit, whatever the number of ranks, the budget or the replay. Passes that
+read the data again need it to yield the same items each time (no random augmentation).
 """
 from __future__ import annotations
 
@@ -112,9 +119,10 @@ def in_memory_bytes(model, layer, loader, segmenter, cfg, n_concepts, seg_size) 
 
 def dissect_streamed(model, layer, loader, segmenter, cfg, concepts, categories, seg_size, rf, result_key: str,
                      model_fp: str, cache: Path | None, progress: bool, max_store_bytes: int | None,
-                     backend: Backend | None = None) -> Dissection:
+                     backend: Backend | None = None, replay: bool = True) -> Dissection:
     """The dissection in bounded memory on this rank's shard of the data, combined over all ranks
-    (see the module docstring); every rank returns the same :class:`Dissection`."""
+    (see the module docstring); every rank returns the same :class:`Dissection`. ``replay=False``
+    reads the data once per pass even when this rank's share would fit the budget (to compare)."""
     if cfg["level_sample"] is not None:
         raise ValueError("level_sample (estimated levels) is for the one-pass engine; in bounded memory "
                          "(max_store_bytes) or under torch.distributed the levels are always exact: "
@@ -134,8 +142,8 @@ def dissect_streamed(model, layer, loader, segmenter, cfg, concepts, categories,
     try:
         with torch.inference_mode():
             result = _Run(model, layer, loader, segmenter, cfg, seg_size, rf, group,
-                          max_store_bytes or DEFAULT_BUDGET, progress and group.rank == 0, backend).run(
-                concepts, categories, key, model_fp)
+                          max_store_bytes or DEFAULT_BUDGET, progress and group.rank == 0, backend,
+                          len(concepts) if replay else None).run(concepts, categories, key, model_fp)
     finally:
         model.train(was_training)
     if folder is not None and group.rank == 0:  # (only after every collective succeeded)
@@ -224,7 +232,7 @@ class _Run:
     """One streamed dissection on this rank: the passes and what they keep."""
 
     def __init__(self, model, layer, loader, segmenter, cfg, seg_size, rf, group: Group, budget: int,
-                 show: bool, backend: Backend | None = None) -> None:
+                 show: bool, backend: Backend | None = None, replay_concepts: int | None = None) -> None:
         self.model, self.layer, self.segmenter, self.cfg, self.seg_size = model, layer, segmenter, cfg, seg_size
         self.group, self.budget, self.show = group, budget, show
         self.device = module_device(model)
@@ -259,13 +267,41 @@ class _Run:
         # the descending ranks of the two order statistics (one when no interpolation is needed)
         self.ranks = (r0, r0 - 1 if self.frac > 0 and r0 >= 1 else r0)
         self.pass_times: list[float] = []
+        # replay (None: never; else the number of concepts, which sizes the kept segmentation ids)
+        self.keeping = replay_concepts is not None
+        self.seg_store = _compact_dtype(replay_concepts or 1)[0]
+        self.replay: list | None = None  # the kept batches: (first row, activations as stored, seg ids)
+        self.replay_bytes = 0
+        self.thumbs_kept: dict[int, np.ndarray] = {}
+        self.replayed = 0  # passes that read the kept batches
 
     # ------------------------------------------------------------------ passes
-    def _pass(self, what: str, segment: bool):
+    def _pass(self, what: str, segment: bool, keep: bool = True):
+        """``(first row, activations, seg or None, images or None)`` per batch of this rank's shard: from
+        the kept batches when there are (activations as stored, no images: the thumbnails were kept),
+        else from the model, keeping the batches for the next passes when ``keep`` and they fit the
+        budget (:meth:`_replay_bound`)."""
         self.pass_times.append(time.perf_counter())
         bar = f"dissect {self.layer} pass {len(self.pass_times)}: {what}" if self.show else None
+        if self.replay is not None:
+            batches = self.replay
+            if bar is not None:
+                from tqdm.auto import tqdm
+
+                batches = tqdm(batches, desc=f"{bar} (replayed from memory)", unit="batch")
+            for row, acts, seg in batches:
+                yield row, acts, seg.long() if segment else None, None
+            self.replayed += 1
+            self.pass_times[-1] = round(time.perf_counter() - self.pass_times[-1], 4)
+            return
+        keep = [] if keep and self.keeping and self._replay_bound() <= self.budget else None
+        self.replay_bytes, self.thumbs_kept = 0, {}
+        if keep is not None:
+            running = self.backend.running_top(self.units, self.cfg["n_show"], self.n, self.device)
+            if bar is not None:
+                bar += " (keeping the data in memory for the next passes)"
         for row, a, s, pics in _batches(self.model, self.layer, self.loader, self.first_row, self.segmenter,
-                                        self.cfg, self.seg_size, segment, bar):
+                                        self.cfg, self.seg_size, segment or keep is not None, bar):
             if tuple(a.shape[1:]) != (self.units, *self.feature):
                 raise ValueError(f"layer {self.layer!r} changed shape between batches: {tuple(a.shape[1:])} vs "
                                  f"{(self.units, *self.feature)}")
@@ -273,8 +309,56 @@ class _Run:
                 raise ValueError(f"segmenter {_data.segmenter_name(self.segmenter)} changed output shape between "
                                  f"batches: {tuple(s.shape[1:])} vs {(self.n_labels, *self.seg_hw)} "
                                  f"(pass seg_size= to resample)")
-            yield row, a, s, pics  # (a: as the layer gave them; self.stored(a): as the one-pass engine keeps them)
+            if keep is not None and not self._keep(keep, running, row, a, s, pics):
+                keep, self.keeping = None, False  # (over the budget: dropped; the next passes read the data)
+                self.replay_bytes, self.thumbs_kept = 0, {}
+            if segment:
+                yield row, a, s, pics  # (a: as the layer gave them; self.stored(a): as the one-pass engine keeps them)
+            else:
+                yield row, a, None, None
+        if keep is not None:
+            self.replay = keep
         self.pass_times[-1] = round(time.perf_counter() - self.pass_times[-1], 4)
+
+    def _replay_bound(self) -> int:
+        """The most bytes that keeping this rank's shard for replay takes: activations (as stored),
+        segmentation ids (compact) and a thumbnail per image in some unit's running top ``n_show``."""
+        start, stop = self.spans[self.group.rank]
+        n = stop - start
+        th, tw = self._thumb_hw()
+        per_item = (self.units * self.feature[0] * self.feature[1] * self.store.itemsize
+                    + self.n_labels * self.seg_hw[0] * self.seg_hw[1] * self.seg_store.itemsize)
+        return n * per_item + min(n, self.units * self.cfg["n_show"]) * th * tw * 3
+
+    def _keep(self, keep: list, running, row: int, a: torch.Tensor, s: torch.Tensor, pics: torch.Tensor) -> bool:
+        """Keep one batch for replay (and the thumbnails of its images that enter some unit's running top
+        ``n_show``, as the one-pass engine keeps them); False when that passes the budget."""
+        if not bool(torch.isfinite(a).all()):
+            return False  # (the histogram pass refuses these activations)
+        acts = a.to(self.store)
+        if acts is a:  # (the layer's own tensor: a copy, whatever the model does with it later)
+            acts = a.clone()
+        seg = s.to(self.seg_store)
+        keep.append((row, acts, seg))
+        self.replay_bytes += acts.nbytes + seg.nbytes
+        m = acts.amax((2, 3)).float()  # (infinite where float16 overflows: then the pass is redone in float32)
+        new, gone = running.add(m.cpu().numpy(), row)
+        if new:
+            self.thumbs_kept.update(zip(new, _thumbnails(pics, self.cfg["thumb_size"], self.backend,
+                                                         [i - row for i in new])))
+            self.replay_bytes += sum(self.thumbs_kept[i].nbytes for i in new)
+        for i in gone:
+            self.replay_bytes -= self.thumbs_kept.pop(i).nbytes
+        if self.replay_bytes > self.budget:
+            keep.clear()
+            return False
+        return True
+
+    def _thumb_hw(self) -> tuple[int, int]:
+        """The thumbnails' size (longest side at most ``thumb_size``, never larger than the images)."""
+        H, W = self.image_hw
+        scale = min(1.0, self.cfg["thumb_size"] / max(H, W))
+        return (max(1, round(H * scale)), max(1, round(W * scale))) if scale < 1.0 else (H, W)
 
     def stored(self, a: torch.Tensor) -> torch.Tensor:
         """The activations as the one-pass engine stores them (``store_dtype``), in float32."""
@@ -406,16 +490,19 @@ class _Run:
                 f"largest |a| is below 6.1e-05, where float16 keeps few digits): using them as float32 instead "
                 f"(pass store_dtype='float32' to choose it up front and save this pass)", RuntimeWarning, stacklevel=4)
             self.store = torch.float32
+            self.replay = None  # (kept as float16: kept again as float32 if that fits)
             hist = self._histogram(lo, shift, 1 << bits, first=True)
         lo, above, inside = self._narrow(hist, lo, torch.zeros(U, 1, dtype=torch.int64), shift)
         # a window holding only zeros (a unit silent on >= 1 - level of its pixels): its value is known
         zero_only = (lo <= _SIGN) & (_SIGN < lo + (1 << shift)) & (inside == self.zeros[:, None])
         per_value = 12 + 4 * self.n_labels  # a kept value, its unit, its labels; and its copy gathered
+        # what the replay holds (the most of any rank: all ranks must narrow alike) is not free for them
+        room = self.budget - int(self.group.max(torch.tensor([self.replay_bytes]), "the replay sizes"))
         while shift > 0:
             known = zero_only
             distinct = lo[:, 1] != lo[:, 0]
             kept = int(inside[:, 0][~known[:, 0]].sum() + inside[:, 1][~known[:, 1] & distinct].sum())
-            if kept * per_value <= self.budget:
+            if kept * per_value <= room:
                 break
             bits = min(shift, self._bits(2))
             shift -= bits
@@ -459,7 +546,7 @@ class _Run:
                          w1_known.numpy(), self.lo_all.numpy(), scale.cpu().numpy(),
                          hist64.view(U, HIST_BINS).numpy(), counts["inter"], counts["unit"], counts["up_inter"],
                          counts["up_unit"], buf_v, buf_l, starts, fill)
-        for row, raw, s, pics in self._pass("regions, top images, thumbnails", segment=True):
+        for row, raw, s, pics in self._pass("regions, top images, thumbnails", segment=True, keep=False):
             a, b = self.stored(raw), raw.shape[0]
             ordered = s.reshape(b, self.n_labels, H * W).sort(1).values
             first = ordered != 0
@@ -478,7 +565,9 @@ class _Run:
                 uu, jj = torch.nonzero(here, as_tuple=True)
                 top_maps[uu, jj] = a[(show[uu, jj] - row).to(dev), uu.to(dev)].cpu()  # (Dissection: float16 if it fits)
             mine = [int(i) for i in need if row <= i < row + b]
-            if mine:
+            if mine and pics is None:  # (replayed: kept by the first pass)
+                thumbs.update((i, self.thumbs_kept[i]) for i in mine)
+            elif mine:
                 thumbs.update(zip(mine, _thumbnails(pics, self.cfg["thumb_size"], self.backend,
                                                      [i - row for i in mine])))
         if self.loops:
@@ -580,9 +669,7 @@ class _Run:
 
     def _thumbs(self, need: np.ndarray, thumbs: dict) -> np.ndarray:
         """The thumbnails of the images ``need`` (sorted), each sent by the rank that read it."""
-        H, W = self.image_hw
-        scale = min(1.0, self.cfg["thumb_size"] / max(H, W))
-        th, tw = (max(1, round(H * scale)), max(1, round(W * scale))) if scale < 1.0 else (H, W)
+        th, tw = self._thumb_hw()
         out = np.zeros((len(need), th, tw, 3), dtype=np.uint8)
         for src, (start, stop) in enumerate(self.spans):
             sel = np.flatnonzero((need >= start) & (need < stop))
@@ -605,6 +692,7 @@ class _Run:
                       receptive_field=self.rf, n_items=self.n, hist_bins=HIST_BINS,
                       hist_sample="all upsampled positions", level_meaning=level_phrase(level), units="0-based",
                       levels="exact (all upsampled pixels)", passes=len(self.pass_times),
+                      passes_replayed=self.group.each(self.replayed, "the replay counts").tolist(),  # (per rank)
                       top_fraction_rel_error=({"median": float(np.median(rel)), "max": float(rel.max()),
                                                "units": int(live.sum())} if live.any() else None),
                       timings={"passes_s": self.pass_times, "world_size": self.group.world})
