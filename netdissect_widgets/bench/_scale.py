@@ -10,8 +10,10 @@ In one run, side by side on the same data (built in memory first):
   below what the one pass stores, so that it streams);
 * ``N processes``: this benchmark launches itself under ``python -m torch.distributed.run
   --standalone --nproc-per-node N`` (gloo on the CPU, NCCL with ``--device cuda``); each
-  rank times the bare forward over its own shard and its part of the dissection, and
-  says whether its result equals the one-process result bit for bit.
+  rank times the bare forward over its own shard and its part of the dissection twice,
+  as ``dissect`` runs it (its share kept in memory and replayed when it fits the budget:
+  ``--max-store-bytes``, default 1 GiB under torchrun) and reading the data again in every
+  pass (no replay), and says whether each result equals the one-process result bit for bit.
 
 Every process, the one-process runs included, gets ``cores / N`` intra-op threads
 (``--threads``): torch's CPU convolutions may round differently with another thread
@@ -26,7 +28,9 @@ at the paper's 56x56.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
+import functools
 import hashlib
 import json
 import os
@@ -100,6 +104,18 @@ def dissect_time(s: dict, batch_size: int, **kw) -> tuple[float, float, Any]:
     return time.perf_counter() - start, time.process_time() - cpu, d
 
 
+@contextlib.contextmanager
+def reading_every_pass():
+    """``dissect``'s streamed engine without replay (every pass reads the data), for a comparison in this
+    benchmark's process; restored on exit."""
+    from unittest import mock
+
+    from ..dissection import _sharded
+
+    with mock.patch.object(_sharded, "dissect_streamed", functools.partial(_sharded.dissect_streamed, replay=False)):
+        yield
+
+
 def worker(args) -> int:
     """One rank under torchrun: its shard's bare forward, then its part of the dissection."""
     import torch.distributed as dist
@@ -118,12 +134,26 @@ def worker(args) -> int:
         rows = range(min(b0 * args.batch_size, args.n_images), min(b1 * args.batch_size, args.n_images))
         dist.barrier()
         fwd, fwd_cpu = forward_time(s, args.batch_size, rows)
+        # warm-up (numba's compiled loops loaded, the model's first calls), not timed: one item per rank
+        dissect_time(dict(s, data=torch.utils.data.Subset(s["data"], range(min(args.n_images, world)))), 1,
+                     max_store_bytes=args.max_store_bytes)
+        times: dict[str, list] = {"replay": [], "replay_cpu": [], "reread": [], "reread_cpu": []}
+        for _ in range(args.repeats):  # (interleaved: as dissect runs it, then reading the data in every pass)
+            dist.barrier()
+            wall, cpu, d = dissect_time(s, args.batch_size, max_store_bytes=args.max_store_bytes)
+            dist.barrier()
+            with reading_every_pass():
+                wall_r, cpu_r, d_r = dissect_time(s, args.batch_size, max_store_bytes=args.max_store_bytes)
+            for key, value in (("replay", wall), ("replay_cpu", cpu), ("reread", wall_r), ("reread_cpu", cpu_r)):
+                times[key].append(value)
         dist.barrier()
-        wall, cpu, d = dissect_time(s, args.batch_size, max_store_bytes=args.max_store_bytes)
-        dist.barrier()
+        wall, cpu, wall_r, cpu_r = (statistics.median(times[k]) for k in ("replay", "replay_cpu", "reread", "reread_cpu"))
         out = {"rank": rank, "items": len(rows), "forward_s": round(fwd, 4), "dissect_s": round(wall, 4),
                "forward_cpu_s": round(fwd_cpu, 4), "dissect_cpu_s": round(cpu, 4),
-               "passes": d.config.get("passes"), "digest": digest(d), "threads": torch.get_num_threads()}
+               "passes": d.config.get("passes"), "passes_replayed": d.config.get("passes_replayed"),
+               "digest": digest(d), "threads": torch.get_num_threads(),
+               "reread_s": round(wall_r, 4), "reread_cpu_s": round(cpu_r, 4), "reread_passes": d_r.config.get("passes"),
+               "reread_digest": digest(d_r)}
         with open(os.path.join(args.worker_out, f"rank{rank}.json"), "w") as f:
             json.dump(out, f)
     finally:
@@ -190,14 +220,21 @@ def main(args, argv: list[str]) -> int:
               "cpu_s": {k: round(med(v), 3) for k, v in cpu.items()}}
     if args.world_size > 1:
         rest = [a for i, a in enumerate(argv) if not a.startswith("--world-size") and (i == 0 or argv[i - 1] != "--world-size")]
-        run = launch(args, rest + ["--world-size", "1", "--max-store-bytes", str(bound)])
+        given = ["--max-store-bytes", str(args.max_store_bytes)] if args.max_store_bytes else []
+        run = launch(args, [a for i, a in enumerate(rest) if not a.startswith("--max-store-bytes")
+                            and (i == 0 or rest[i - 1] != "--max-store-bytes")] + ["--world-size", "1", *given])
         wall = max(r["dissect_s"] for r in run["ranks"])
+        reread = max(r["reread_s"] for r in run["ranks"])
         report.update(world_size=args.world_size, threads_per_rank=run["threads_per_rank"], ranks=run["ranks"],
                       distributed_s=round(wall, 3), speedup_vs_one_process=round(med(one) / wall, 3),
                       speedup_vs_one_process_streamed=round(med(streamed) / wall, 3),
                       ratio_distributed_to_one_process_forward=round(wall / med(fwd), 3),
                       distributed_equals_one_process=all(r["digest"] == digest(d_one) for r in run["ranks"]),
-                      distributed_cpu_s=round(sum(r["dissect_cpu_s"] for r in run["ranks"]), 3))
+                      distributed_cpu_s=round(sum(r["dissect_cpu_s"] for r in run["ranks"]), 3),
+                      distributed_budget=args.max_store_bytes or "1 GiB (torchrun's default)",
+                      distributed_reread_s=round(reread, 3), replay_speedup=round(reread / wall, 3),
+                      distributed_reread_cpu_s=round(sum(r["reread_cpu_s"] for r in run["ranks"]), 3),
+                      reread_equals_one_process=all(r["reread_digest"] == digest(d_one) for r in run["ranks"]))
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -217,10 +254,16 @@ def main(args, argv: list[str]) -> int:
             print(f"  rank {rk['rank']}: {rk['items']} items, forward {rk['forward_s']:.2f} s, dissect "
                   f"{rk['dissect_s']:.2f} s ({rk['items'] / rk['dissect_s']:.1f} items/s; ratio to its forward "
                   f"{rk['dissect_s'] / max(rk['forward_s'], 1e-9):.2f}), {rk['threads']} thread(s), "
-                  f"{rk['passes']} passes; CPU {rk['forward_cpu_s']:.2f} s forward, {rk['dissect_cpu_s']:.2f} s dissect")
+                  f"{rk['passes']} passes ({rk['passes_replayed'][rk['rank']]} replayed from memory); CPU "
+                  f"{rk['forward_cpu_s']:.2f} s forward, {rk['dissect_cpu_s']:.2f} s dissect; reading the data in "
+                  f"every pass: {rk['reread_s']:.2f} s, {rk['reread_passes']} passes, CPU {rk['reread_cpu_s']:.2f} s")
         print(f"  {r['world_size']} processes: {r['distributed_s']:.2f} s, speed-up {r['speedup_vs_one_process']:.2f}x "
               f"over one process (one pass), {r['speedup_vs_one_process_streamed']:.2f}x over one process "
               f"streamed; ratio to the one-process bare forward {r['ratio_distributed_to_one_process_forward']:.2f}; "
               f"every rank equal to one process bit for bit: {r['distributed_equals_one_process']}; CPU seconds "
-              f"of all ranks {r['distributed_cpu_s']:.2f} vs one process streamed {c['streamed']:.2f}")
+              f"of all ranks {r['distributed_cpu_s']:.2f} vs one process streamed {c['streamed']:.2f} (budget per "
+              f"rank: {r['distributed_budget']})")
+        print(f"  {r['world_size']} processes reading the data in every pass (no replay): "
+              f"{r['distributed_reread_s']:.2f} s, CPU seconds of all ranks {r['distributed_reread_cpu_s']:.2f}; "
+              f"replay {r['replay_speedup']:.2f}x faster; equal bit for bit: {r['reread_equals_one_process']}")
     return 0

@@ -26,7 +26,8 @@ Levels are exact over all upsampled pixels, never estimated.
 
 ``--world-size N``, ``--max-store-bytes B`` or ``--model NAME`` (also ``vgg16``, ``resnet50``:
 random weights at 224x224) measure dissection at scale instead: several processes under
-torchrun and bounded memory vs one process and a bare forward (:mod:`._scale`).
+torchrun and bounded memory vs one process and a bare forward, and each rank's share replayed
+from memory vs read again in every pass (:mod:`._scale`).
 """
 from __future__ import annotations
 
@@ -119,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
                         "by environment variables in a child process), or both one after the other")
     # dissect at scale (SCALE, bench/_scale.py): several processes, bounded memory, real-size models
     p.add_argument("--world-size", type=int, default=1, help="also run under torchrun with this many processes")
-    p.add_argument("--max-store-bytes", type=int, default=None, help="bound for the streamed engine")
+    p.add_argument("--max-store-bytes", type=int, default=None,
+                   help="bound for the streamed engine (one process: default a quarter of what the one pass stores; "
+                        "each rank under --world-size: default torchrun's 1 GiB)")
     p.add_argument("--model", default=None, choices=("toy-classifier", "toy-gan", "vgg16", "resnet50"),
                    help="one model for the scale benchmark (vgg16/resnet50: random weights, 224x224, seg 56x56)")
     p.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
