@@ -466,16 +466,22 @@ class _Run:
         if inside is not None and not torch.equal(hist.sum(-1), inside[:, :T]):
             raise RuntimeError(_CHANGED)
         new_lo, new_above, new_inside = (torch.zeros(U, 2, dtype=torch.int64) for _ in range(3))
+        cums: dict[int, torch.Tensor] = {}
         for t, r in enumerate(self.ranks):
             w = min(t, T - 1)
             h = hist[:, w]
-            above_bin = above[:, w, None] + (h.sum(-1, keepdim=True) - h.cumsum(-1))  # values above each bin
-            here = (above_bin <= r) & (r < above_bin + h)
-            if not bool(here.any(-1).all()):
+            if w not in cums:
+                cums[w] = h.cumsum(-1)  # c[b]: values in bins <= b
+            c = cums[w]
+            # bin b holds the r-th value from the top (0-based) when above + total - c[b] <= r < that + h[b],
+            # i.e. b is the first bin with c[b] >= x = above + total - r
+            x = above[:, w] + c[:, -1] - r
+            b = torch.searchsorted(c, x[:, None].contiguous(), side="left")
+            if not bool(((x >= 1) & (b[:, 0] < nb)).all()):
                 raise RuntimeError("internal error: an order statistic is in no bin of its window; please report this")
-            b = here.long().argmax(-1, keepdim=True)
             new_lo[:, t] = lo[:, w] + (b[:, 0] << shift)
-            new_above[:, t], new_inside[:, t] = above_bin.gather(1, b)[:, 0], h.gather(1, b)[:, 0]
+            new_above[:, t] = above[:, w] + c[:, -1] - c.gather(1, b)[:, 0]
+            new_inside[:, t] = h.gather(1, b)[:, 0]
         return new_lo, new_above, new_inside
 
     def run(self, concepts, categories, key: str, model_fp: str) -> Dissection:
