@@ -345,3 +345,42 @@ def test_replayed_data_are_read_once_so_augmentation_is_not_refused():
     with one_process_group(), items_through(model) as seen:
         got = dissect(model, "features", Augmented(n=20), DataSegmenter(), progress=False, k=3)
     assert got.config["passes_replayed"] == [1] and sum(seen) == 20 + PROBE
+
+
+def test_dissect_layers_in_a_process_group_runs_the_model_once(capsys):
+    """Under torchrun dissect_layers streams too: one model pass for every layer's first pass, kept for replay."""
+    from netdissect_widgets import dissect_layers
+    from netdissect_widgets.toyworld.setups import toy_setup
+
+    s = toy_setup("toy-classifier", 12, seed=3)
+    kw = dict(images=s.images, progress=False, k=6, n_show=2, batch_size=5)
+    layers = ["conv3", "conv4", "conv5"]
+    ref = dissect_layers(s.model, layers, s.data, s.segmenter, **kw)
+    with one_process_group(), items_through(s.model) as seen:
+        got = dissect_layers(s.model, layers, s.data, s.segmenter, **dict(kw, progress=True))
+    assert "conv3, conv4, conv5 pass 1: level histograms (keeping the data in memory" in capsys.readouterr().err
+    assert sum(seen) == 12 + PROBE * len(layers)  # (each layer's shapes are probed with one item)
+    for layer in layers:
+        assert got[layer].config["passes_replayed"] == [got[layer].config["passes"] - 1]
+        assert_same_dissection(ref[layer], got[layer])
+
+
+def test_dissect_layers_keeps_the_layers_that_fit_the_budget_together(monkeypatch):
+    from netdissect_widgets import dissect_layers
+    from netdissect_widgets.dissection import _sharded
+    from netdissect_widgets.toyworld.setups import toy_setup
+
+    monkeypatch.setattr(_sharded, "DEFAULT_BUDGET", toy_replay_bytes(12, 2))  # conv5's share, no more
+    s = toy_setup("toy-classifier", 12, seed=3)
+    kw = dict(images=s.images, progress=False, k=6, n_show=2, batch_size=5)
+    ref = dissect_layers(s.model, ["conv5", "conv4"], s.data, s.segmenter, **kw)
+    with one_process_group(), items_through(s.model) as seen:
+        got = dissect_layers(s.model, ["conv5", "conv4"], s.data, s.segmenter, **kw)
+    conv5, conv4 = got["conv5"].config, got["conv4"].config
+    assert conv5["passes_replayed"] == [conv5["passes"] - 1] and conv5["passes"] >= 3  # (no room left: narrowed)
+    # conv4 did not fit beside conv5: its second pass reads the data again (for conv4 alone), with conv5's
+    # replay freed by then, so it keeps it and its later passes replay
+    assert conv4["passes_replayed"] == [conv4["passes"] - 2]
+    assert sum(seen) == 2 * 12 + 2 * PROBE
+    for layer in ("conv5", "conv4"):
+        assert_same_dissection(ref[layer], got[layer])

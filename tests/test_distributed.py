@@ -23,7 +23,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from netdissect_widgets import dissect
+from netdissect_widgets import dissect, dissect_layers
 from netdissect_widgets.datasets import ZDataset
 from tests.test_bounded import EXACT, PROBE, free_port, items_through
 from tests.test_dissect_faithfulness import DataSegmenter, RandomConv, RandomSegData
@@ -80,7 +80,16 @@ def scenarios(cache: Path) -> dict:
     }
 
 
-#: whether each rank's share fits its budget (replay), per scenario
+#: dissect_layers under torchrun: two layers of one model (41 items in batches of 4: shards of 20 and 21)
+LAYERS = ["features.0", "features"]
+
+
+def layers_scenario():
+    return RandomConv(), RandomSegData(n=41), DataSegmenter(), dict(progress=False, k=5, n_show=3, batch_size=4,
+                                                                    level=0.95)
+
+
+#: whether each rank's share fits the budget (replay), per scenario
 REPLAYS = {"bounded": (False, False), "mixed": (True, False)}
 
 
@@ -116,6 +125,12 @@ def _worker(rank: int, port: int, out: str, scenario: str) -> None:
                     again = dissect(model, layer, data, seg, **kw)
                 _save(again, out_dir / f"{name}-again-rank{rank}.npz")
                 (out_dir / f"{name}-again-forwarded-rank{rank}.txt").write_text(str(sum(seen)))
+        model, data, seg, kw = layers_scenario()
+        with items_through(model) as seen:
+            got = dissect_layers(model, LAYERS, data, seg, **kw)
+        for layer in LAYERS:
+            _save(got[layer], out_dir / f"layers.{layer}-rank{rank}.npz")
+        (out_dir / f"layers-forwarded-rank{rank}.txt").write_text(str(sum(seen)))
     finally:
         dist.destroy_process_group()
     if rank == 0:
@@ -127,6 +142,10 @@ def _worker(rank: int, port: int, out: str, scenario: str) -> None:
             _save(dissect(model, layer, data, seg, **kw), out_dir / f"{name}-one.npz")  # the one-pass engine
             _save(dissect(model, layer, data, seg, **dict(kw, max_store_bytes=bound or 1)),
                   out_dir / f"{name}-streamed.npz")
+        model, data, seg, kw = layers_scenario()
+        for layer, d in dissect_layers(model, LAYERS, data, seg, **kw).items():  # the one-pass engine
+            _save(d, out_dir / f"layers.{layer}-one.npz")
+            _save(dissect(model, layer, data, seg, **dict(kw, max_store_bytes=1)), out_dir / f"layers.{layer}-streamed.npz")
 
 
 class DiesOnRank1(RandomSegData):
@@ -220,6 +239,23 @@ def test_each_rank_runs_its_model_once_per_item_when_its_share_fits(ranks, name)
         items = shard(len(data), kw["batch_size"], rank)
         forwarded = int((ranks / f"{name}-forwarded-rank{rank}.txt").read_text())
         assert forwarded == (1 if fits else passes) * items + PROBE, (rank, items)
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_dissect_layers_in_two_processes_equals_one(ranks, layer):
+    got = _ranks_agree(ranks, f"layers.{layer}")
+    _same_as(got, _load(ranks / f"layers.{layer}-one.npz"))  # one process: dissect_layers' one pass
+    streamed = _load(ranks / f"layers.{layer}-streamed.npz")
+    _same_as(got, streamed)
+    np.testing.assert_array_equal(got["hist_counts"], streamed["hist_counts"])
+    assert got["replayed"].tolist() == [int(got["passes"]) - 1] * WORLD
+
+
+def test_dissect_layers_runs_each_ranks_model_once_per_item_for_all_layers(ranks):
+    model, data, seg, kw = layers_scenario()
+    for rank in range(WORLD):
+        forwarded = int((ranks / f"layers-forwarded-rank{rank}.txt").read_text())
+        assert forwarded == shard(len(data), kw["batch_size"], rank) + PROBE * len(LAYERS)
 
 
 def test_two_processes_with_a_cache(ranks, tmp_path):

@@ -35,6 +35,7 @@ from .._io import check_writable, clean_stale
 from ..hooks import get_layer
 from . import _data, _sharded
 from ._cache import PASS_VERSION, commit_pass, load_pass, load_result, save_result, work_dir
+from ._distributed import is_initialized
 from ._pass import collect
 from .backends import BACKENDS, Backend, choose_backend
 from ..stats._bilinear import check_convention
@@ -236,7 +237,9 @@ def dissect_layers(
     Each layer's result equals ``dissect(model, layer, ...)`` with the same settings (and
     shares its cache entries: a layer dissected before is loaded, the others are computed
     together in one pass over the data, with one segmentation per image). The settings are
-    those of :func:`dissect` (``receptive_field``, when given, applies to every layer).
+    those of :func:`dissect` (``receptive_field``, when given, applies to every layer). Under
+    torchrun each rank reads its own shard, as :func:`dissect` does there: one model pass keeps
+    the layers' shares while they fit 1 GiB together, and each layer's later passes replay them.
 
     >>> ds = dissect_layers(model, ["conv3", "conv4", "conv5"], data, segmenter)  # doctest: +SKIP
     >>> ds["conv5"].summary()                                                      # doctest: +SKIP
@@ -258,6 +261,10 @@ def dissect_layers(
         seg_size=seg_size, receptive_field=receptive_field, num_workers=num_workers, n_show=n_show,
         thumb_size=thumb_size, store_dtype=store_dtype, level_sample=level_sample, backend=backend,
         cache_key=cache_key, upsample=upsample))
+    if is_initialized():  # several processes (torchrun): each rank its shard, one model pass (_sharded.py)
+        return _sharded.dissect_layers_streamed(model, layers, run.loader, segmenter, run.cfg, run.concepts,
+                                                run.categories, run.seg_size, run.rf, run.result_keys, run.model_fp,
+                                                run.cache, progress, run.engine)
     return _dissect_layers(run, model, segmenter, progress)
 
 

@@ -55,7 +55,7 @@ from torch.utils.data import DataLoader, Subset
 
 from .._device import module_device
 from .._fingerprint import fingerprint
-from ..hooks import Trace
+from ..hooks import TraceDict
 from ..stats import IoUTally, TopK
 from ..stats._bilinear import Upsampler
 from . import _data, _sharded_loops
@@ -68,7 +68,7 @@ from .backends import Backend, choose_backend
 from ._stats import HIST_BINS
 from .result import Dissection, level_phrase
 
-__all__ = ["DEFAULT_BUDGET", "dissect_streamed", "in_memory_bytes", "wanted"]
+__all__ = ["DEFAULT_BUDGET", "dissect_layers_streamed", "dissect_streamed", "in_memory_bytes", "wanted"]
 
 STREAM_VERSION = 1
 #: the bound on the kept values under torchrun when no ``max_store_bytes`` is given
@@ -130,13 +130,9 @@ def dissect_streamed(model, layer, loader, segmenter, cfg, concepts, categories,
     group = Group()
     key = fingerprint("dissect-streamed", STREAM_VERSION, result_key)
     group.agree(key, "model, layer, data or settings")
-    folder = cache / f"dissection-{key[:24]}" if cache is not None else None
-    if folder is not None:
-        hit = torch.tensor([load_result(folder, key) is not None if group.rank == 0 else 0], dtype=torch.int64)
-        if int(group.broadcast(hit, 0, "the cache check")):
-            found = load_result(folder, key)  # (every rank reads the entry: one file system shared by all)
-            if int(group.min(torch.tensor([found is not None], dtype=torch.int64), "the cache check")):
-                return found
+    found = _cached(group, cache, key)
+    if found is not None:
+        return found
     was_training = model.training
     model.eval()
     try:
@@ -146,10 +142,107 @@ def dissect_streamed(model, layer, loader, segmenter, cfg, concepts, categories,
                           len(concepts) if replay else None).run(concepts, categories, key, model_fp)
     finally:
         model.train(was_training)
-    if folder is not None and group.rank == 0:  # (only after every collective succeeded)
+    _save(group, cache, key, result)
+    return result
+
+
+def dissect_layers_streamed(model, layers: list[str], loader, segmenter, cfg, concepts, categories, seg_size, rf,
+                            result_keys: dict[str, str], model_fp: str, cache: Path | None, progress: bool,
+                            backend: Backend | None = None) -> dict[str, Dissection]:
+    """Several layers under torchrun (:func:`~netdissect_widgets.dissect_layers`): ``{layer: Dissection}``,
+    each equal to :func:`dissect_streamed` of that layer, from one model pass over this rank's shard.
+
+    That pass is every layer's first histogram pass (its histograms at most ``HIST_BYTES`` in all),
+    and keeps the layers' shares for replay while they fit :data:`DEFAULT_BUDGET` together (in the
+    order given); then each layer's later passes run in turn, replaying its share (then freed) or,
+    for a layer that did not fit, reading the data again for that layer alone.
+    """
+    if cfg["level_sample"] is not None:
+        raise ValueError("level_sample (estimated levels) is for the one-pass engine; under torch.distributed "
+                         "the levels are always exact: leave level_sample=None")
+    group = Group()
+    keys, results = {}, {}
+    for layer in layers:
+        keys[layer] = fingerprint("dissect-streamed", STREAM_VERSION, result_keys[layer])
+        group.agree(keys[layer], f"model, layer {layer!r}, data or settings")
+        found = _cached(group, cache, keys[layer])
+        if found is not None:
+            results[layer] = found
+    missing = [layer for layer in layers if layer not in results]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            runs = {layer: _Run(model, layer, loader, segmenter, cfg, seg_size, rf, group, DEFAULT_BUDGET,
+                                progress and group.rank == 0, backend, len(concepts)) for layer in missing}
+            hists = _first_pass_together(runs) if missing else {}
+            for i, layer in enumerate(missing):
+                run = runs[layer]
+                run.held_by_others = sum(runs[later].replay_bytes for later in missing[i + 1:])
+                results[layer] = run.run(concepts, categories, keys[layer], model_fp, hist=hists.pop(layer))
+                run.replay, run.thumbs_kept = None, {}  # (freed for the next layers)
+                _save(group, cache, keys[layer], results[layer])
+    finally:
+        model.train(was_training)
+    return {layer: results[layer] for layer in layers}
+
+
+def _first_pass_together(runs: dict[str, "_Run"]) -> dict[str, torch.Tensor]:
+    """The first histogram pass of every run in one model pass; each run keeps its share for replay
+    while the shares fit the budget together. Returns each run's histogram (summed over the ranks)."""
+    first = next(iter(runs.values()))
+    for run in runs.values():
+        run.hist_bytes = HIST_BYTES // len(runs)
+    counting = {layer: run._hist_start(*run.first_windows(), first=True) for layer, run in runs.items()}
+    keeps, running, allotted = {}, {}, 0
+    for layer, run in runs.items():
+        bound = run._replay_bound()
+        if allotted + bound <= first.budget:
+            keeps[layer], allotted = [], allotted + bound
+            running[layer] = first.backend.running_top(run.units, first.cfg["n_show"], first.n, first.device)
+            run.held_by_others = first.budget - bound  # (while this pass runs: the rest is the others')
+    bar = None
+    if first.show:
+        bar = f"dissect {', '.join(runs)} pass 1: level histograms" + (
+            " (keeping the data in memory for the next passes)" if keeps else "")
+    start = time.perf_counter()
+    for row, acts, s, pics in _batches_of(first.model, list(runs), first.loader, first.first_row, first.segmenter,
+                                          first.cfg, first.seg_size, bool(keeps), bar):
+        for layer, run in runs.items():
+            run._check(acts[layer], s)
+            if layer in keeps and not run._keep(keeps[layer], running[layer], row, acts[layer], s, pics):
+                del keeps[layer]  # (over its share of the budget: dropped; its next passes read the data)
+                run.keeping, run.replay_bytes, run.thumbs_kept = False, 0, {}
+            run._hist_add(counting[layer], row, acts[layer])
+    took = round(time.perf_counter() - start, 4)
+    hists = {}
+    for layer, run in runs.items():
+        run.pass_times.append(took)
+        run.replay = keeps.get(layer)
+        run.held_by_others = 0
+        hists[layer] = run._hist_end(counting[layer])
+    return hists
+
+
+def _cached(group: Group, cache: Path | None, key: str) -> Dissection | None:
+    """The cached result when rank 0 has it and every rank can read it (one file system shared by all)."""
+    folder = cache / f"dissection-{key[:24]}" if cache is not None else None
+    if folder is None:
+        return None
+    hit = torch.tensor([load_result(folder, key) is not None if group.rank == 0 else 0], dtype=torch.int64)
+    if int(group.broadcast(hit, 0, "the cache check")):
+        found = load_result(folder, key)
+        if int(group.min(torch.tensor([found is not None], dtype=torch.int64), "the cache check")):
+            return found
+    return None
+
+
+def _save(group: Group, cache: Path | None, key: str, result: Dissection) -> None:
+    """Rank 0 writes the result to the cache (only after every collective succeeded)."""
+    if cache is not None and group.rank == 0:
+        folder = cache / f"dissection-{key[:24]}"
         folder.parent.mkdir(parents=True, exist_ok=True)
         save_result(result, folder)
-    return result
 
 
 #: the last probe's inputs and shapes (``wanted`` probes, then the run it starts reuses them)
@@ -188,6 +281,13 @@ def _batches(model, layer, loader, row: int, segmenter, cfg, seg_size, segment: 
              bar: str | None) -> Iterator[tuple[int, torch.Tensor, Any, Any]]:
     """``(first row, the layer's activations, seg or None, images or None)`` per batch of ``loader``;
     the segmentation and the images only when ``segment``."""
+    for row, acts, s, pics in _batches_of(model, [layer], loader, row, segmenter, cfg, seg_size, segment, bar):
+        yield row, acts[layer], s, pics
+
+
+def _batches_of(model, layers: list[str], loader, row: int, segmenter, cfg, seg_size, segment: bool,
+                bar: str | None) -> Iterator[tuple[int, dict[str, torch.Tensor], Any, Any]]:
+    """As :func:`_batches`, with the activations of several layers from one model call: ``{layer: a}``."""
     device = module_device(model)
     generator = cfg["images"] == "output"
     use_batch = not generator and reads_labels_from_data(segmenter)
@@ -201,9 +301,9 @@ def _batches(model, layer, loader, row: int, segmenter, cfg, seg_size, segment: 
         if not generator:
             _data.check_images(x, "the data's images", row)
         out = None
-        with Trace(model, layer, stop=not (segment and generator)) as tr:
+        with TraceDict(model, layers, stop=not (segment and generator)) as tr:
             out = model(x)
-        a = _layer_output(tr.output, layer, b)
+        a = {layer: _layer_output(tr[layer].output, layer, b) for layer in layers}
         s = pics = None
         if segment:
             pics = _generated(out, b) if generator else x
@@ -274,6 +374,8 @@ class _Run:
         self.replay_bytes = 0
         self.thumbs_kept: dict[int, np.ndarray] = {}
         self.replayed = 0  # passes that read the kept batches
+        self.held_by_others = 0  # bytes other layers' replays hold meanwhile (dissect_layers_streamed)
+        self.hist_bytes = HIST_BYTES
 
     # ------------------------------------------------------------------ passes
     def _pass(self, what: str, segment: bool, keep: bool = True):
@@ -294,7 +396,7 @@ class _Run:
             self.replayed += 1
             self.pass_times[-1] = round(time.perf_counter() - self.pass_times[-1], 4)
             return
-        keep = [] if keep and self.keeping and self._replay_bound() <= self.budget else None
+        keep = [] if keep and self.keeping and self._replay_bound() <= self.budget - self.held_by_others else None
         self.replay_bytes, self.thumbs_kept = 0, {}
         if keep is not None:
             running = self.backend.running_top(self.units, self.cfg["n_show"], self.n, self.device)
@@ -302,13 +404,7 @@ class _Run:
                 bar += " (keeping the data in memory for the next passes)"
         for row, a, s, pics in _batches(self.model, self.layer, self.loader, self.first_row, self.segmenter,
                                         self.cfg, self.seg_size, segment or keep is not None, bar):
-            if tuple(a.shape[1:]) != (self.units, *self.feature):
-                raise ValueError(f"layer {self.layer!r} changed shape between batches: {tuple(a.shape[1:])} vs "
-                                 f"{(self.units, *self.feature)}")
-            if s is not None and tuple(s.shape[1:]) != (self.n_labels, *self.seg_hw):
-                raise ValueError(f"segmenter {_data.segmenter_name(self.segmenter)} changed output shape between "
-                                 f"batches: {tuple(s.shape[1:])} vs {(self.n_labels, *self.seg_hw)} "
-                                 f"(pass seg_size= to resample)")
+            self._check(a, s)
             if keep is not None and not self._keep(keep, running, row, a, s, pics):
                 keep, self.keeping = None, False  # (over the budget: dropped; the next passes read the data)
                 self.replay_bytes, self.thumbs_kept = 0, {}
@@ -319,6 +415,16 @@ class _Run:
         if keep is not None:
             self.replay = keep
         self.pass_times[-1] = round(time.perf_counter() - self.pass_times[-1], 4)
+
+    def _check(self, a: torch.Tensor, s: torch.Tensor | None) -> None:
+        """A batch's activations and segmentation have the shapes of the first item's."""
+        if tuple(a.shape[1:]) != (self.units, *self.feature):
+            raise ValueError(f"layer {self.layer!r} changed shape between batches: {tuple(a.shape[1:])} vs "
+                             f"{(self.units, *self.feature)}")
+        if s is not None and tuple(s.shape[1:]) != (self.n_labels, *self.seg_hw):
+            raise ValueError(f"segmenter {_data.segmenter_name(self.segmenter)} changed output shape between "
+                             f"batches: {tuple(s.shape[1:])} vs {(self.n_labels, *self.seg_hw)} "
+                             f"(pass seg_size= to resample)")
 
     def _replay_bound(self) -> int:
         """The most bytes that keeping this rank's shard for replay takes: activations (as stored),
@@ -349,7 +455,7 @@ class _Run:
             self.replay_bytes += sum(self.thumbs_kept[i].nbytes for i in new)
         for i in gone:
             self.replay_bytes -= self.thumbs_kept.pop(i).nbytes
-        if self.replay_bytes > self.budget:
+        if self.replay_bytes > self.budget - self.held_by_others:
             keep.clear()
             return False
         return True
@@ -374,70 +480,83 @@ class _Run:
 
     def _bits(self, windows: int) -> int:
         """Key bits per histogram pass: HIST_BITS, fewer for many units (histograms within HIST_BYTES)."""
-        room = HIST_BYTES // (8 * self.units * windows)
+        room = self.hist_bytes // (8 * self.units * windows)
         return max(8, min(HIST_BITS, int(math.log2(max(room, 1)))))
 
     def _histogram(self, lo: torch.Tensor, shift: int, nb: int, first: bool) -> torch.Tensor:
         """Counts ``(U, windows, nb)`` of the keys in each unit's windows ``[lo, lo + nb << shift)``
         (bins of ``1 << shift`` keys), over this rank's data, summed over the ranks. The first pass
         also keeps the per-image extremes, the top images and each unit's count of zeros."""
+        counting = self._hist_start(lo, shift, nb, first)
+        for row, raw, _, _ in self._pass("level histogram" if first else "narrowing the levels", segment=False):
+            self._hist_add(counting, row, raw)
+        return self._hist_end(counting)
+
+    def _hist_start(self, lo: torch.Tensor, shift: int, nb: int, first: bool) -> dict:
+        """The counters of one histogram pass (:meth:`_histogram`), before any batch."""
         U, T = lo.shape
-        lo = lo.to(self.device)
-        counts = torch.zeros(U * T * nb, dtype=torch.int64, device=self.device)
+        c = {"lo": lo.to(self.device), "lo_np": lo.cpu().numpy(), "shift": shift, "nb": nb, "first": first,
+             "counts": torch.zeros(U * T * nb, dtype=torch.int64, device=self.device),
+             "zeros": torch.zeros(U, dtype=torch.int64, device=self.device)}
         if first:
             self.top = TopK(min(self.cfg["k"], self.n))
-            hi = torch.full((U,), -math.inf, device=self.device)
-            low = torch.full((U,), math.inf, device=self.device)
-            bad_units = torch.zeros(U, dtype=torch.int64, device=self.device)
-            nan_seen = 0
-            peak = torch.zeros(U, device=self.device)  # each unit's largest |activation|
-        zeros = torch.zeros(U, dtype=torch.int64, device=self.device)
-        lo_np = lo.cpu().numpy()
-        what = "level histogram" if first else "narrowing the levels"
-        for row, raw, _, _ in self._pass(what, segment=False):
-            if first:
-                raw_hi, raw_lo = raw.amax((2, 3)), raw.amin((2, 3))
-                bad = ~(torch.isfinite(raw_hi) & torch.isfinite(raw_lo))
-                if bool(bad.any()):
-                    bad_units += bad.sum(0)
-                    nan_seen += int(torch.isnan(raw_hi[bad]).any() | torch.isnan(raw_lo[bad]).any())
-                    continue
-                peak = torch.maximum(peak, torch.maximum(raw_hi.abs(), raw_lo.abs()).amax(0).float())
-                m, m_lo = raw_hi.to(self.store).float(), raw_lo.to(self.store).float()
-                self.top.add(m, index=torch.arange(row, row + raw.shape[0]))
-                hi, low = torch.maximum(hi, m.amax(0)), torch.minimum(low, m_lo.amin(0))
-            a = self.stored(raw)
-            if self.loops:
-                _sharded_loops.histogram(a.numpy(), self.upsample, lo_np, shift, nb, counts.view(U, T, nb).numpy(),
-                                         zeros.numpy())
-                continue
-            for u0, u1, up in self._pieces(a):
-                keys = _keys(up).reshape(a.shape[0], u1 - u0, -1)
-                if first:
-                    zeros[u0:u1] += (keys == _SIGN).sum((0, 2))
-                base = (torch.arange(u0, u1, device=self.device)[None, :, None] * T) * nb
-                for t in range(T):
-                    rel = keys - lo[u0:u1, t, None]
-                    ok = (rel >= 0) & (rel < (nb << shift))
-                    idx = (rel >> shift) + base + t * nb
-                    counts += torch.bincount(idx[ok], minlength=U * T * nb)
+            c.update(hi=torch.full((U,), -math.inf, device=self.device),
+                     low=torch.full((U,), math.inf, device=self.device),
+                     bad_units=torch.zeros(U, dtype=torch.int64, device=self.device), nan_seen=0,
+                     peak=torch.zeros(U, device=self.device))  # (peak: each unit's largest |activation|)
+        return c
+
+    def _hist_add(self, c: dict, row: int, raw: torch.Tensor) -> None:
+        """One batch's activations (as the layer gave them, or as kept) counted into ``c``."""
+        U, T = c["lo"].shape
+        lo, shift, nb, counts, zeros = c["lo"], c["shift"], c["nb"], c["counts"], c["zeros"]
+        if c["first"]:
+            raw_hi, raw_lo = raw.amax((2, 3)), raw.amin((2, 3))
+            bad = ~(torch.isfinite(raw_hi) & torch.isfinite(raw_lo))
+            if bool(bad.any()):
+                c["bad_units"] += bad.sum(0)
+                c["nan_seen"] += int(torch.isnan(raw_hi[bad]).any() | torch.isnan(raw_lo[bad]).any())
+                return
+            c["peak"] = torch.maximum(c["peak"], torch.maximum(raw_hi.abs(), raw_lo.abs()).amax(0).float())
+            m, m_lo = raw_hi.to(self.store).float(), raw_lo.to(self.store).float()
+            self.top.add(m, index=torch.arange(row, row + raw.shape[0]))
+            c["hi"], c["low"] = torch.maximum(c["hi"], m.amax(0)), torch.minimum(c["low"], m_lo.amin(0))
+        a = self.stored(raw)
+        if self.loops:
+            _sharded_loops.histogram(a.numpy(), self.upsample, c["lo_np"], shift, nb, counts.view(U, T, nb).numpy(),
+                                     zeros.numpy())
+            return
+        for u0, u1, up in self._pieces(a):
+            keys = _keys(up).reshape(a.shape[0], u1 - u0, -1)
+            if c["first"]:
+                zeros[u0:u1] += (keys == _SIGN).sum((0, 2))
+            base = (torch.arange(u0, u1, device=self.device)[None, :, None] * T) * nb
+            for t in range(T):
+                rel = keys - lo[u0:u1, t, None]
+                ok = (rel >= 0) & (rel < (nb << shift))
+                idx = (rel >> shift) + base + t * nb
+                counts += torch.bincount(idx[ok], minlength=U * T * nb)
+
+    def _hist_end(self, c: dict) -> torch.Tensor:
+        """The histogram summed over the ranks (and, after the first pass, what it found combined)."""
+        U, T = c["lo"].shape
         g = self.group
-        if first:
-            bad = g.sum(bad_units, "the finite checks")
+        if c["first"]:
+            bad = g.sum(c["bad_units"], "the finite checks")
             if bool(bad.any()):
                 units = torch.nonzero(bad).flatten().tolist()
-                what = "NaN" if int(g.sum(torch.tensor([nan_seen]), "the finite checks")) else "Inf"
+                what = "NaN" if int(g.sum(torch.tensor([c["nan_seen"]]), "the finite checks")) else "Inf"
                 raise ValueError(f"the layer's activations contain {what} (units {units[:20]}, 0-based); dissect "
                                  f"needs finite activations: check the model and its inputs")
-            peak = g.max(peak, "the float16 checks")
+            peak = g.max(c["peak"], "the float16 checks")
             self.unfit = self.store == torch.float16 and bool(
                 (peak > FLOAT16_MAX).any() | ((peak > 0) & (peak < FLOAT16_TINY)).any())
-            self.hi_all, self.lo_all = g.max(hi, "the activation maxima").cpu(), g.min(low, "the minima").cpu()
+            self.hi_all, self.lo_all = g.max(c["hi"], "the activation maxima").cpu(), g.min(c["low"], "the minima").cpu()
             if self.upsample.zero_border:  # ("paper": border values blend with 0, so 0 is within every range)
                 self.lo_all, self.hi_all = self.lo_all.clamp(max=0), self.hi_all.clamp(min=0)
-            self.zeros = g.sum(zeros, "the zero counts").cpu()
+            self.zeros = g.sum(c["zeros"], "the zero counts").cpu()
             self._merge_top()
-        return g.sum(counts, "the level histograms").cpu().reshape(U, T, nb)
+        return g.sum(c["counts"], "the level histograms").cpu().reshape(U, T, c["nb"])
 
     def _merge_top(self) -> None:
         """Every rank's top images per unit merged into the global top-k (``TopK.merge``: exact, ties
@@ -484,12 +603,18 @@ class _Run:
             new_inside[:, t] = h.gather(1, b)[:, 0]
         return new_lo, new_above, new_inside
 
-    def run(self, concepts, categories, key: str, model_fp: str) -> Dissection:
-        U = self.units
+    def first_windows(self) -> tuple[torch.Tensor, int, int]:
+        """The first histogram pass's window (all keys) per unit, its bins' shift and their number."""
         bits = self._bits(1)
-        shift = 32 - bits
-        lo = torch.zeros(U, 1, dtype=torch.int64)
-        hist = self._histogram(lo, shift, 1 << bits, first=True)
+        return torch.zeros(self.units, 1, dtype=torch.int64), 32 - bits, 1 << bits
+
+    def run(self, concepts, categories, key: str, model_fp: str, hist: torch.Tensor | None = None) -> Dissection:
+        """The dissection (``hist``: the first histogram pass's counts when it ran already, see
+        :func:`dissect_layers_streamed`)."""
+        U = self.units
+        lo, shift, nb = self.first_windows()
+        if hist is None:
+            hist = self._histogram(lo, shift, nb, first=True)
         if self.unfit:  # as the one-pass engine: activations that float16 would lose are kept as float32
             warnings.warn(
                 f"layer {self.layer!r} has activations beyond float16's range (|a| > 65504, or a unit whose "
@@ -497,13 +622,14 @@ class _Run:
                 f"(pass store_dtype='float32' to choose it up front and save this pass)", RuntimeWarning, stacklevel=4)
             self.store = torch.float32
             self.replay = None  # (kept as float16: kept again as float32 if that fits)
-            hist = self._histogram(lo, shift, 1 << bits, first=True)
+            hist = self._histogram(lo, shift, nb, first=True)
         lo, above, inside = self._narrow(hist, lo, torch.zeros(U, 1, dtype=torch.int64), shift)
         # a window holding only zeros (a unit silent on >= 1 - level of its pixels): its value is known
         zero_only = (lo <= _SIGN) & (_SIGN < lo + (1 << shift)) & (inside == self.zeros[:, None])
         per_value = 12 + 4 * self.n_labels  # a kept value, its unit, its labels; and its copy gathered
         # what the replay holds (the most of any rank: all ranks must narrow alike) is not free for them
-        room = self.budget - int(self.group.max(torch.tensor([self.replay_bytes]), "the replay sizes"))
+        held = self.replay_bytes + self.held_by_others
+        room = self.budget - int(self.group.max(torch.tensor([held]), "the replay sizes"))
         while shift > 0:
             known = zero_only
             distinct = lo[:, 1] != lo[:, 0]
