@@ -384,3 +384,21 @@ def test_dissect_layers_keeps_the_layers_that_fit_the_budget_together(monkeypatc
     assert sum(seen) == 2 * 12 + 2 * PROBE
     for layer in ("conv5", "conv4"):
         assert_same_dissection(ref[layer], got[layer])
+
+
+def test_dissect_layers_in_a_process_group_uses_the_cache(tmp_path):
+    from netdissect_widgets import dissect_layers
+
+    model, ds = RandomConv(), RandomSegData(n=20)
+    kw = dict(progress=False, k=4, n_show=2, batch_size=6, cache_dir=tmp_path)
+    with one_process_group():
+        one = dissect(model, "features", ds, DataSegmenter(), **kw)  # (cached: the streamed result's entry)
+        with items_through(model) as seen:
+            both = dissect_layers(model, ["features.0", "features"], ds, DataSegmenter(), **kw)
+        assert sum(seen) == len(ds) + PROBE  # (only features.0 is computed)
+        with items_through(model) as seen:
+            again = dissect_layers(model, ["features.0", "features"], ds, DataSegmenter(), **kw)
+        assert sum(seen) == 0
+    assert_same_dissection(one, both["features"])
+    for layer in ("features.0", "features"):
+        assert_same_dissection(both[layer], again[layer])

@@ -36,6 +36,10 @@ instead of running the model and the segmenter again: one model pass in all. The
 values of the final pass then get what is left of the budget. Should the first pass go
 over the budget after all, it drops what it kept and the later passes read the data again.
 
+Several layers (:func:`dissect_layers_streamed`, ``dissect_layers`` under torchrun): one model
+pass is every layer's first pass and keeps the layers' shares while they fit together; each
+layer's later passes then run in turn.
+
 Levels, IoU counts, labels, top images, thumbnails and top maps equal the one-pass
 engine's bit for bit, whatever the number of ranks, the budget or the replay. Passes that
 read the data again need it to yield the same items each time (no random augmentation).
@@ -192,8 +196,10 @@ def _first_pass_together(runs: dict[str, "_Run"]) -> dict[str, torch.Tensor]:
     while the shares fit the budget together. Returns each run's histogram (summed over the ranks)."""
     first = next(iter(runs.values()))
     for run in runs.values():
-        run.hist_bytes = HIST_BYTES // len(runs)
+        run.hist_bytes = HIST_BYTES // len(runs)  # (the first histograms side by side: HIST_BYTES in all)
     counting = {layer: run._hist_start(*run.first_windows(), first=True) for layer, run in runs.items()}
+    for run in runs.values():
+        run.hist_bytes = HIST_BYTES  # (the narrowing passes run one layer at a time)
     keeps, running, allotted = {}, {}, 0
     for layer, run in runs.items():
         bound = run._replay_bound()
@@ -376,6 +382,7 @@ class _Run:
         self.replayed = 0  # passes that read the kept batches
         self.held_by_others = 0  # bytes other layers' replays hold meanwhile (dissect_layers_streamed)
         self.hist_bytes = HIST_BYTES
+        self.windows = None  # (first_windows)
 
     # ------------------------------------------------------------------ passes
     def _pass(self, what: str, segment: bool, keep: bool = True):
@@ -604,9 +611,12 @@ class _Run:
         return new_lo, new_above, new_inside
 
     def first_windows(self) -> tuple[torch.Tensor, int, int]:
-        """The first histogram pass's window (all keys) per unit, its bins' shift and their number."""
-        bits = self._bits(1)
-        return torch.zeros(self.units, 1, dtype=torch.int64), 32 - bits, 1 << bits
+        """The first histogram pass's window (all keys) per unit, its bins' shift and their number
+        (decided once: within ``hist_bytes`` as it is at the first call)."""
+        if self.windows is None:
+            bits = self._bits(1)
+            self.windows = (torch.zeros(self.units, 1, dtype=torch.int64), 32 - bits, 1 << bits)
+        return self.windows
 
     def run(self, concepts, categories, key: str, model_fp: str, hist: torch.Tensor | None = None) -> Dissection:
         """The dissection (``hist``: the first histogram pass's counts when it ran already, see
