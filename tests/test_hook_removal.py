@@ -66,6 +66,10 @@ class Bright:
     def segment(self, images):
         return torch.where(images.mean(1, keepdim=True) > 0, 1, 2).long()
 
+    def concept_scores(self, images, concept):  # differentiable, for causal_units
+        p = torch.sigmoid(4 * images.mean(1))
+        return p if concept == 1 else 1 - p
+
 
 def _images(n=12):
     return torch.rand(n, 3, 16, 16, generator=torch.Generator().manual_seed(2)) * 2 - 1
@@ -169,6 +173,8 @@ def _generator_cases() -> dict[str, Callable[[nn.Module, str], Any]]:
                                                                   levels=torch.ones(6)),
         "paint_effect": lambda g, layer: intervene.paint_effect(g, layer, _z(), [0], _mask(), segmenter=Bright(),
                                                                 concept="bright", levels=torch.ones(6)),
+        "causal_units": lambda g, layer: intervene.causal_units(g, layer, Bright(), "bright", torch.ones(6),
+                                                                z=_z(), steps=2, batch_size=2, progress=False),
         "refine": lambda g, layer: intervene.refine(g, layer, _z(), torch.tanh(torch.randn(2, 3, 16, 16)), steps=2,
                                                     progress=False),
         "PaintCanvas": _paint_canvas,

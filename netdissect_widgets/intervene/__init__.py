@@ -22,6 +22,7 @@ Generators (:mod:`.generator`): paint units on or off inside a region,
     effect = paint_effect(gan, "layer2", z, trees, mask, segmenter=seg, concept="tree",
                           levels=dissection.levels)
     sweep = paint_layer_sweep(gan, [d1, d2, d3], seg, z)        # where does painting work?
+    makers = causal_units(gan, "layer2", seg, "tree", d2.levels).top(20)  # units that make trees
     context = paint_context(gan, "layer2", d2, seg, z, "tree")  # by what is under the stroke
     z = invert(gan, photos); r = refine(gan, "layer2", z, photos)  # paint on real images
 
@@ -51,6 +52,7 @@ from .classifier import (
 )
 from .adversarial import AttackEffects, AttackResult, pgd_attack, plot_attack_effects, unit_attack_effects
 from .importance import ImportanceTable, important_units, importance_vs_iou, plot_importance_vs_iou
+from .causal import CausalUnits, causal_units
 from .generator import Stroke, concept_units, paint, paint_effect, paint_strokes
 from .invert import invert, psnr, refine
 from .paint_measures import ContextResult, LayerSweep, paint_context, paint_layer_sweep
@@ -70,6 +72,8 @@ __all__ = [
     "paint",
     "concept_units",
     "paint_effect",
+    "causal_units",
+    "CausalUnits",
     "pgd_attack",
     "AttackResult",
     "unit_attack_effects",

@@ -315,6 +315,15 @@ def concept_units(dissection: Any, concept: str, n: int) -> torch.Tensor:
     return order[:n].long()
 
 
+def _segmenter_concept_id(segmenter: Any, concept: str) -> int:
+    """The id of ``concept`` among ``segmenter.concepts``; a KeyError names the closest names."""
+    concepts = list(getattr(segmenter, "concepts", []))
+    if concept not in concepts:
+        close = difflib.get_close_matches(str(concept), concepts, n=5, cutoff=0.5)
+        raise KeyError(f"segmenter has no concept {concept!r}; closest: {close}")
+    return concepts.index(concept)
+
+
 def _concept_pixels(segmenter: Any, images: torch.Tensor, concept_id: int) -> torch.Tensor:
     seg = segmenter.segment(images)
     if not isinstance(seg, torch.Tensor) or seg.dim() != 4:
@@ -357,11 +366,7 @@ def paint_effect(
         (``1 - total_after / total_before``); ``region``: share of pixels painted;
         ``images_before``, ``images_after``; ``concept``, ``mode``.
     """
-    concepts = list(segmenter.concepts)
-    if concept not in concepts:
-        close = difflib.get_close_matches(str(concept), concepts, n=5, cutoff=0.5)
-        raise KeyError(f"segmenter has no concept {concept!r}; closest: {close}")
-    cid = concepts.index(concept)
+    cid = _segmenter_concept_id(segmenter, concept)
     after = paint(generator, layer, z, units, mask, mode=mode, levels=levels)
     z = _check_z(z)
     with torch.no_grad(), _engine.eval_mode(generator):

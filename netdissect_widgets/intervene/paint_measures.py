@@ -7,7 +7,8 @@ measurements, both counted by a segmenter on generated images:
 
 * :func:`paint_layer_sweep` -- for every dissected layer and every concept with
   enough matched units: the concept's share **inside** a painted square before /
-  after inserting its top units there, the change **outside** the square, and the
+  after inserting its top units there (top by IoU, or by causal effect with
+  ``select="causal"``: :func:`~.causal.causal_units`), the change **outside** the square, and the
   share of the concept **removed** when the units are zeroed everywhere. A
   concept *passes* when its share inside reaches ``inside_target`` (0.5) while the
   outside moves by at most ``outside_tolerance`` (2 points). The best layer is the
@@ -20,7 +21,6 @@ Both return plain objects with the numbers and a ``table()`` / ``plot()``.
 """
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +32,8 @@ from torch import nn
 
 from .._device import module_device
 from . import _engine
-from .generator import Stroke, _check_z, concept_units, paint_strokes
+from .causal import causal_units
+from .generator import Stroke, _check_z, _segmenter_concept_id, concept_units, paint_strokes
 
 __all__ = ["SweepRow", "LayerSweep", "paint_layer_sweep", "ContextResult", "paint_context", "square_mask"]
 
@@ -43,14 +44,6 @@ def square_mask(size: int | tuple[int, int], top: int, left: int, height: int, w
     m = torch.zeros(h, w)
     m[max(0, top):top + height, max(0, left):left + width] = 1.0
     return m
-
-
-def _concept_id(segmenter: Any, concept: str) -> int:
-    concepts = list(segmenter.concepts)
-    if concept not in concepts:
-        close = difflib.get_close_matches(str(concept), concepts, n=5, cutoff=0.5)
-        raise KeyError(f"segmenter has no concept {concept!r}; closest: {close}")
-    return concepts.index(concept)
 
 
 def _segment(segmenter: Any, images: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -139,7 +132,10 @@ class LayerSweep:
 
     def table(self) -> str:
         """The sweep as a text table (shares in %, the outside change in points)."""
-        lines = [f"{'layer':<8} {'concept':<10} {'matched':>7} {'inside before -> after':>22} "
+        select = self.settings.get("select", "iou")
+        lines = [f"units inserted: the top {self.settings.get('n_units', '?')} by "
+                 f"{'IoU' if select == 'iou' else 'causal effect (causal_units)'}",
+                 f"{'layer':<8} {'concept':<10} {'matched':>7} {'inside before -> after':>22} "
                  f"{'outside change':>14} {'removed':>8}  pass"]
         for r in self.rows:
             lines.append(f"{r.layer:<8} {r.concept:<10} {r.matched:>7} {r.inside_before:>10.1%} -> "
@@ -186,6 +182,8 @@ def paint_layer_sweep(
     concepts: Sequence[str] | None = None,
     inside_target: float = 0.5,
     outside_tolerance: float = 0.02,
+    select: str = "iou",
+    causal_options: Mapping[str, Any] | None = None,
     batch_size: int = 100,
     progress: bool = True,
 ) -> LayerSweep:
@@ -212,6 +210,14 @@ def paint_layer_sweep(
     inside_target, outside_tolerance : float
         A concept passes when its share inside reaches ``inside_target`` after
         inserting and the share outside moves by at most ``outside_tolerance``.
+    select : {"iou", "causal"}
+        How the ``n_units`` units are chosen: the top by IoU (what dissection
+        matched), or the top by :func:`~.causal.causal_units` (what makes the concept;
+        fitted on latents drawn from its own seed, in random squares of the region's
+        size, so not on ``z`` nor on the square measured). ``"causal"`` needs a
+        differentiable segmenter.
+    causal_options : dict, optional
+        Keyword arguments for :func:`~.causal.causal_units` (e.g. ``steps``, ``seed``).
     batch_size : int
         Latents per generator / segmenter call.
     progress : bool
@@ -224,6 +230,11 @@ def paint_layer_sweep(
     """
     ds = _as_dissections(dissections)
     z = _check_z(z)
+    if select not in ("iou", "causal"):
+        raise ValueError(f"select must be 'iou' (top units by IoU) or 'causal' (causal_units), got {select!r}")
+    if select == "causal" and not callable(getattr(segmenter, "concept_scores", None)):
+        raise TypeError("select='causal' needs a differentiable segmenter, one with concept_scores(images, "
+                        f"concept_id); {type(segmenter).__name__} has none: use select='iou'")
     if isinstance(n_units, bool) or not isinstance(n_units, int) or n_units < 1:
         raise ValueError(f"n_units must be a positive int, got {n_units!r}")
     if isinstance(min_units, bool) or not isinstance(min_units, int) or min_units < 1:
@@ -253,8 +264,13 @@ def paint_layer_sweep(
     rows = []
     for layer, concept, matched in tqdm(jobs, desc="paint sweep", disable=not progress):
         d = ds[layer]
-        cid = _concept_id(segmenter, concept)
-        units = concept_units(d, concept, min(n_units, d.num_units))
+        cid = _segmenter_concept_id(segmenter, concept)
+        if select == "causal":
+            options = {"square": min(h, w), "progress": False, **dict(causal_options or {})}
+            units = causal_units(generator, layer, segmenter, concept, d.levels, **options).top(
+                min(n_units, d.num_units))
+        else:
+            units = concept_units(d, concept, min(n_units, d.num_units))
         pix_before = (seg_before == cid).any(1)
         inserted = _paint_batched(generator, layer, z, lambda s, e: [Stroke(units, mask)], d.levels, batch_size)
         pix_in = (_segment(segmenter, inserted, batch_size) == cid).any(1)
@@ -276,7 +292,8 @@ def paint_layer_sweep(
         rows.append(row)
     return LayerSweep(rows=rows, layers=list(ds), samples=int(z.shape[0]), region=[top, left, h, w],
                       inside_target=float(inside_target), outside_tolerance=float(outside_tolerance),
-                      settings={"n_units": n_units, "min_units": min_units})
+                      settings={"n_units": n_units, "min_units": min_units, "select": select,
+                                "causal_options": dict(causal_options or {})})
 
 
 @dataclass
@@ -350,7 +367,7 @@ def paint_context(
         for contexts with at least ``min_squares`` squares, most squares first; ``table()``, ``plot()``.
     """
     z = _check_z(z)
-    cid = _concept_id(segmenter, concept)
+    cid = _segmenter_concept_id(segmenter, concept)
     if not isinstance(places, int) or places < 1:
         raise ValueError(f"places must be a positive int, got {places!r}")
     units = concept_units(dissection, concept, min(n_units, dissection.num_units))

@@ -99,6 +99,19 @@ class ToySegmenter(nn.Module):
             raise ValueError(f"segmentation channel {k} holds a concept that is not of category {self.channels[k]!r}")
         return out
 
+    def concept_scores(self, images: torch.Tensor, concept: int) -> torch.Tensor:
+        """Probability ``(N, H, W)`` that each pixel shows concept id ``concept``, with gradients.
+
+        The softmax of the head of the concept's category; what
+        :func:`netdissect_widgets.intervene.causal_units` differentiates.
+        """
+        if isinstance(concept, bool) or not isinstance(concept, int) or not 0 < concept < len(self.concepts):
+            raise ValueError(f"concept must be a concept id 1..{len(self.concepts) - 1} (0 is 'no label'), "
+                             f"got {concept!r}")
+        channel = self.channels.index(self.categories[concept])
+        logits = self.logits(images.to(dtype=torch.float32))[channel]
+        return F.softmax(logits, dim=1)[:, int(self.target_lut[channel, concept])]
+
     @torch.no_grad()
     def segment(self, images: torch.Tensor) -> torch.Tensor:
         """Label images ``(N, 3, H, W)`` in [-1, 1] -> ``(N, L, H, W)`` int64 concept ids (0 = no label)."""
