@@ -17,7 +17,9 @@ stroke paints. Every stroke keeps its own concept, units, mode and region, so
 one image can hold several concepts; the overlay colours each concept (legend
 below the images; striped = removed). Modes:
 
-* ``draw``   -- insert the concept's ``strength`` best units (by IoU) in the stroke;
+* ``draw``   -- insert the concept's ``strength`` best units in the stroke: by IoU, or by
+  ``unit_ranking={concept: units best first}`` where given (e.g. the units that make the
+  concept, ``intervene.causal_units(...).order``);
 * ``remove`` -- switch them off there;
 * ``erase``  -- take paint away where the stroke goes.
 
@@ -64,7 +66,7 @@ from __future__ import annotations
 import colorsys
 import html
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +105,31 @@ class PaintSurface(anywidget.AnyWidget):
     colour = Unicode("rgba(40,200,80,0.6)", help="CSS colour of the stroke drawn while the mouse moves").tag(sync=True)
 
 
+def _check_ranking(ranking: Mapping[str, Any] | None, concepts: list[str], num_units: int) -> dict:
+    """``{concept: units best first}`` as LongTensors, checked against the menu and the layer's units."""
+    if ranking is None:
+        return {}
+    if not isinstance(ranking, Mapping):
+        raise TypeError("PaintCanvas: unit_ranking must be a dict {concept: units best first}, e.g. "
+                        "{'tree': intervene.causal_units(...).order}")
+    out = {}
+    for concept, units in ranking.items():
+        if concept not in concepts:
+            raise ValueError(f"PaintCanvas: unit_ranking has {concept!r}, which is not in the concept menu "
+                             f"({', '.join(concepts[:8])}{', ...' if len(concepts) > 8 else ''})")
+        units = getattr(units, "order", units)  # a CausalUnits gives its ranking
+        idx = torch.as_tensor(units).detach().cpu()
+        if idx.dim() != 1 or idx.is_floating_point() or idx.dtype == torch.bool or idx.numel() == 0:
+            raise ValueError(f"PaintCanvas: unit_ranking[{concept!r}] must be a non-empty list of unit numbers "
+                             f"(0-based ints), best first")
+        idx = idx.long()
+        if int(idx.min()) < 0 or int(idx.max()) >= num_units:
+            raise ValueError(f"PaintCanvas: unit_ranking[{concept!r}] has unit {int(idx.max())}; the layer has "
+                             f"{num_units} units numbered 0..{num_units - 1}")
+        out[concept] = idx
+    return out
+
+
 def concept_colour(index: int) -> tuple[int, int, int]:
     """A distinct RGB colour for the ``index``-th concept (golden-angle hues)."""
     r, g, b = colorsys.hsv_to_rgb((index * 0.618034) % 1.0, 0.85, 0.95)
@@ -128,6 +155,11 @@ class PaintCanvas(WidgetBase):
         Sample shown first when no ``image``: ``z = ZDataset(1, z_dim, seed=seed)[0]``.
     invert_steps : int
         Adam steps of the inversion of ``image`` (and of its refinement).
+    unit_ranking : dict {concept: units best first}, optional
+        Which units a stroke of a concept paints (its first ``strength``), e.g.
+        ``{"sand": intervene.causal_units(gen, layer, seg, "sand", d.levels)}`` (the units
+        that *make* sand, which paint better than the best-matching ones); other
+        concepts use the IoU ranking.
     display_size : int, optional
         Canvas size in px (default: 256 for a 64 px generator, at least the image size).
     z_dim : int, optional
@@ -135,7 +167,7 @@ class PaintCanvas(WidgetBase):
     """
 
     concept = Unicode("", help="concept the next stroke paints (starts at the one with most matched units)").tag(sync=True)
-    strength = Int(10, help="number of the concept's best units (by IoU) that a stroke edits").tag(sync=True)
+    strength = Int(10, help="number of the concept's best units (unit_ranking, else IoU) that a stroke edits").tag(sync=True)
     mode = Unicode("draw", help="'draw' (insert units), 'remove' (zero units) or 'erase' (take paint away)").tag(
         sync=True)
     brush = Int(4, help="brush radius in image pixels").tag(sync=True)
@@ -150,6 +182,7 @@ class PaintCanvas(WidgetBase):
         image: torch.Tensor | None = None,
         seed: int = 0,
         invert_steps: int = 200,
+        unit_ranking: Mapping[str, Any] | None = None,
         display_size: int | None = None,
         z_dim: int | None = None,
         **kwargs: Any,
@@ -185,6 +218,7 @@ class PaintCanvas(WidgetBase):
         self.concepts = matched + weak
         if not self.concepts:
             raise ValueError("PaintCanvas: no unit of the dissection overlaps any concept; nothing to paint")
+        self.unit_ranking = _check_ranking(unit_ranking, self.concepts, int(dissection.num_units))
         self._colours = {c: concept_colour(i) for i, c in enumerate(self.concepts)}
 
         # the image painted on: a sample, or a real image inverted
@@ -356,7 +390,7 @@ class PaintCanvas(WidgetBase):
                 return False
             message = "paint erased"
         else:
-            units = self._iv.concept_units(self.dissection, self.concept, self.strength)
+            units = self.units_for(self.concept)
             stroke = self._iv.Stroke(units, torch.from_numpy(region.astype(np.float32)),
                                      _INTERVENE_MODE[self.mode], concept=self.concept)
             new = self.state.with_stroke(stroke)
@@ -368,6 +402,13 @@ class PaintCanvas(WidgetBase):
         self._show(edited, message)
         self.last_stroke_ms = 1000 * (time.perf_counter() - start)
         return True
+
+    def units_for(self, concept: str) -> torch.Tensor:
+        """The ``strength`` units a stroke of ``concept`` paints: the best by ``unit_ranking`` if given
+        for it (e.g. by causal effect), else by IoU (``intervene.concept_units``)."""
+        if concept in self.unit_ranking:
+            return self.unit_ranking[concept][:self.strength]
+        return self._iv.concept_units(self.dissection, concept, self.strength)
 
     def undo(self) -> None:
         """Undo the last stroke, erase or reset."""

@@ -71,6 +71,29 @@ def test_starts_with_the_concept_with_most_units_and_the_first_stroke_paints(can
     assert "units inserted" in p.status.value and html.escape(p.concept) in p.legend.value
 
 
+def test_unit_ranking_chooses_what_a_concept_paints(generator, generator_dissection):
+    concept = next(iter(generator_dissection.concept_counts()))
+    n = generator_dissection.num_units
+    ranking = torch.arange(n - 1, -1, -1)  # the last units first: not the IoU ranking
+    p = PaintCanvas(generator, "layer2", generator_dissection, display_size=64, unit_ranking={concept: ranking})
+    p.concept, p.strength, p.brush = concept, 3, 2
+    stroke(p, [(8, 8), (40, 8)])
+    assert p.strokes[-1].units.tolist() == [n - 1, n - 2, n - 3]
+    expected = intervene.paint(generator, "layer2", p.z, [n - 1, n - 2, n - 3], torch.from_numpy(p.mask),
+                               levels=generator_dissection.levels)[0]
+    torch.testing.assert_close(p.edited_image, expected)
+    assert f"0-based {n - 1}, {n - 2}, {n - 3}" in p.status.value
+    # a concept not in the ranking keeps the IoU ranking
+    other = next(c for c in p.concepts if c != concept)
+    assert p.units_for(other).tolist() == intervene.concept_units(generator_dissection, other, 3).tolist()
+    with pytest.raises(ValueError, match="not in the concept menu"):
+        PaintCanvas(generator, "layer2", generator_dissection, unit_ranking={"no-such": [0]})
+    with pytest.raises(ValueError, match=f"numbered 0..{n - 1}"):
+        PaintCanvas(generator, "layer2", generator_dissection, unit_ranking={concept: [n]})
+    with pytest.raises(ValueError, match="non-empty list of unit numbers"):
+        PaintCanvas(generator, "layer2", generator_dissection, unit_ranking={concept: [0.5]})
+
+
 def test_several_concepts_one_run_each_overlay_coloured_per_concept(canvas, generator, generator_dissection):
     p = canvas
     first, second = p.concepts[0], p.concepts[1]
