@@ -8,7 +8,10 @@
   central 32x32 square of ``--n-z`` samples: the concept's share inside before ->
   after, the change outside (points), the share removed when the units are zeroed
   everywhere, and whether it passes (inside >= 50%, outside within 2 points); the
-  best layer is the one where most concepts pass.
+  best layer is the one where most concepts pass. One sweep per ``--select``: the
+  units with the highest IoU, and the units found by
+  :func:`~netdissect_widgets.intervene.causal_units` (``--causal-steps``), fitted on
+  other latents in random squares.
 * **context** (:func:`~netdissect_widgets.intervene.paint_context`): at the best
   layer, the concept with most matched units inserted in one feature cell (8x8 px
   at an 8x8 layer) at random places, success grouped by the object under the cell
@@ -103,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-dissect", type=int, default=1000, help="samples dissected per layer")
     parser.add_argument("--n-z", type=int, default=200, help="samples painted per concept (>= 100)")
     parser.add_argument("--n-units", type=int, default=20, help="top units inserted / removed per concept")
+    parser.add_argument("--select", nargs="+", default=["iou", "causal"], choices=["iou", "causal"],
+                        help="how the units are chosen (one sweep each): top by IoU, top by causal_units")
+    parser.add_argument("--causal-steps", type=int, default=60, help="Adam steps of causal_units per concept")
     parser.add_argument("--n-context", type=int, default=100, help="samples of the context experiment")
     parser.add_argument("--context-concept", default=None, help="default: most matched units at the best layer")
     parser.add_argument("--n-invert", type=int, default=8, help="images inverted (own samples and real scenes)")
@@ -131,13 +137,18 @@ def main(argv: list[str] | None = None) -> int:
                                 images="output", progress=False, cache_dir=args.cache_dir)
         out["dissect_seconds"] = round(time.perf_counter() - t0, 1)
     if "sweep" not in args.skip:
-        t0 = time.perf_counter()
-        sweep = paint_layer_sweep(gen, ds, seg, _z(args.n_z, gen.z_dim, SWEEP_Z_SEED), n_units=args.n_units,
-                                  progress=False)
-        best = sweep.best_layer
-        out["sweep"] = {"samples": sweep.samples, "region": sweep.region, "best_layer": best,
-                        "rows": [{**r.__dict__, "outside_change": r.outside_change} for r in sweep.rows],
-                        "table": sweep.table(), "seconds": round(time.perf_counter() - t0, 1)}
+        out["sweep"] = {}
+        for select in args.select:  # the last one's best layer is used below (causal, by default)
+            t0 = time.perf_counter()
+            sweep = paint_layer_sweep(gen, ds, seg, _z(args.n_z, gen.z_dim, SWEEP_Z_SEED), n_units=args.n_units,
+                                      select=select, causal_options={"steps": args.causal_steps}, progress=False)
+            best = sweep.best_layer
+            out["sweep"][select] = {
+                "samples": sweep.samples, "region": sweep.region, "best_layer": best,
+                "rows": [{**r.__dict__, "outside_change": r.outside_change} for r in sweep.rows],
+                "passed": {layer: sweep.score(layer)[0] for layer in sweep.layers},
+                "measured": {layer: len(sweep.for_layer(layer)) for layer in sweep.layers},
+                "table": sweep.table(), "seconds": round(time.perf_counter() - t0, 1)}
     if "context" not in args.skip:
         t0 = time.perf_counter()
         d = ds[best]
@@ -161,11 +172,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(out, indent=1))
         return 0
     print(f"device: cpu ({out['torch_threads']} torch threads); units are 0-based")
-    if "sweep" in out:
-        print(f"\nlayer sweep: {args.n_z} samples, central square {out['sweep']['region']} (top, left, h, w), "
-              f"top {args.n_units} units per concept, concepts with >= 5 matched units "
-              f"(dissections of {args.n_dissect} samples, {out['dissect_seconds']} s)")
-        print(out["sweep"]["table"])
+    for select, sweep in out.get("sweep", {}).items():
+        print(f"\nlayer sweep: {args.n_z} samples, central square {sweep['region']} (top, left, h, w), "
+              f"top {args.n_units} units per concept by {select}, concepts with >= 5 matched units "
+              f"(dissections of {args.n_dissect} samples, {out['dissect_seconds']} s; sweep {sweep['seconds']} s)")
+        print(sweep["table"])
     if "context" in out:
         print("\ncontext:")
         print(out["context"]["table"])
