@@ -116,22 +116,37 @@ def reading_every_pass():
         yield
 
 
-def worker(args) -> int:
-    """One rank under torchrun: its shard's bare forward, then its part of the dissection."""
+@contextlib.contextmanager
+def torchrun_rank(args):
+    """This rank's process group (gloo on the CPU, NCCL with ``--device cuda``), yielding its benchmark
+    setup, its shard's rows, the world size and the report it fills (then written for :func:`launch`)."""
     import torch.distributed as dist
 
-    backend = "nccl" if args.device == "cuda" else "gloo"
     device = args.device
     if device == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         device = f"cuda:{torch.cuda.current_device()}"
-    dist.init_process_group(backend, timeout=datetime.timedelta(minutes=10))
+    dist.init_process_group("nccl" if args.device == "cuda" else "gloo", timeout=datetime.timedelta(minutes=10))
     rank, world = dist.get_rank(), dist.get_world_size()
     try:
         s = setup(args.model, args.n_images, device)
         n_batches = -(-args.n_images // args.batch_size)
         b0, b1 = n_batches * rank // world, n_batches * (rank + 1) // world
         rows = range(min(b0 * args.batch_size, args.n_images), min(b1 * args.batch_size, args.n_images))
+        out = {"rank": rank, "items": len(rows), "threads": torch.get_num_threads()}
+        yield s, rows, world, out
+        dist.barrier()
+        with open(os.path.join(args.worker_out, f"rank{rank}.json"), "w") as f:
+            json.dump(out, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def worker(args) -> int:
+    """One rank under torchrun: its shard's bare forward, then its part of the dissection."""
+    import torch.distributed as dist
+
+    with torchrun_rank(args) as (s, rows, world, out):
         dist.barrier()
         fwd, fwd_cpu = forward_time(s, args.batch_size, rows)
         # warm-up (numba's compiled loops loaded, the model's first calls), not timed: one item per rank
@@ -146,18 +161,12 @@ def worker(args) -> int:
                 wall_r, cpu_r, d_r = dissect_time(s, args.batch_size, max_store_bytes=args.max_store_bytes)
             for key, value in (("replay", wall), ("replay_cpu", cpu), ("reread", wall_r), ("reread_cpu", cpu_r)):
                 times[key].append(value)
-        dist.barrier()
         wall, cpu, wall_r, cpu_r = (statistics.median(times[k]) for k in ("replay", "replay_cpu", "reread", "reread_cpu"))
-        out = {"rank": rank, "items": len(rows), "forward_s": round(fwd, 4), "dissect_s": round(wall, 4),
-               "forward_cpu_s": round(fwd_cpu, 4), "dissect_cpu_s": round(cpu, 4),
-               "passes": d.config.get("passes"), "passes_replayed": d.config.get("passes_replayed"),
-               "digest": digest(d), "threads": torch.get_num_threads(),
-               "reread_s": round(wall_r, 4), "reread_cpu_s": round(cpu_r, 4), "reread_passes": d_r.config.get("passes"),
-               "reread_digest": digest(d_r)}
-        with open(os.path.join(args.worker_out, f"rank{rank}.json"), "w") as f:
-            json.dump(out, f)
-    finally:
-        dist.destroy_process_group()
+        out.update({"forward_s": round(fwd, 4), "dissect_s": round(wall, 4), "forward_cpu_s": round(fwd_cpu, 4),
+                    "dissect_cpu_s": round(cpu, 4), "passes": d.config.get("passes"),
+                    "passes_replayed": d.config.get("passes_replayed"), "digest": digest(d),
+                    "reread_s": round(wall_r, 4), "reread_cpu_s": round(cpu_r, 4),
+                    "reread_passes": d_r.config.get("passes"), "reread_digest": digest(d_r)})
     return 0
 
 
@@ -178,14 +187,94 @@ def launch(args, argv: list[str]) -> dict:
     return {"ranks": ranks, "threads_per_rank": threads, "launch_s": round(launched, 2)}
 
 
+def layers_time(s: dict, layers: list[str], batch_size: int) -> tuple[float, float, dict]:
+    """Wall and CPU seconds of ``dissect_layers`` over ``layers``, and its dissections."""
+    from ..dissection import dissect_layers
+
+    start, cpu = time.perf_counter(), time.process_time()
+    ds = dissect_layers(s["model"], layers, s["data"], s["segmenter"], images=s["images"], seg_size=s["seg_size"],
+                        store_dtype=s["store_dtype"], progress=False, batch_size=batch_size)
+    return time.perf_counter() - start, time.process_time() - cpu, ds
+
+
+def layers_worker(args) -> int:
+    """One rank under torchrun: its shard's bare forward, then its part of ``dissect_layers``."""
+    import torch.distributed as dist
+
+    layers = args.layers.split(",")
+    with torchrun_rank(args) as (s, rows, world, out):
+        layers_time(dict(s, data=torch.utils.data.Subset(s["data"], range(min(args.n_images, world)))), layers, 1)
+        dist.barrier()
+        fwd, fwd_cpu = forward_time(s, args.batch_size, rows)
+        walls, cpus = [], []
+        for _ in range(args.repeats):
+            dist.barrier()
+            wall, cpu, ds = layers_time(s, layers, args.batch_size)
+            walls.append(wall)
+            cpus.append(cpu)
+        out.update({"forward_s": round(fwd, 4), "forward_cpu_s": round(fwd_cpu, 4),
+                    "dissect_s": round(statistics.median(walls), 4), "dissect_cpu_s": round(statistics.median(cpus), 4),
+                    "passes": {k: d.config.get("passes") for k, d in ds.items()},
+                    "passes_replayed": {k: d.config.get("passes_replayed") for k, d in ds.items()},
+                    "digests": {k: digest(d) for k, d in ds.items()}})
+    return 0
+
+
+def layers_main(args, argv: list[str]) -> int:
+    """``dissect_layers`` in one process (one pass) and under torchrun (each rank its shard), side by side."""
+    layers = args.layers.split(",")
+    s = setup(args.model, args.n_images, args.device)
+    fwd, one, cpu = [], [], {"forward": [], "one": []}
+    for _ in range(args.repeats):
+        t, c = forward_time(s, args.batch_size)
+        fwd.append(t)
+        cpu["forward"].append(c)
+        t, c, ds_one = layers_time(s, layers, args.batch_size)
+        one.append(t)
+        cpu["one"].append(c)
+    med = statistics.median
+    report = {"benchmark": "dissect_layers at scale", "model": args.model, "layers": layers, "device": args.device,
+              "n_images": args.n_images, "batch_size": args.batch_size, "threads": torch.get_num_threads(),
+              "forward_s": round(med(fwd), 3), "one_process_s": round(med(one), 3),
+              "cpu_s": {k: round(med(v), 3) for k, v in cpu.items()}}
+    if args.world_size > 1:
+        rest = [a for i, a in enumerate(argv) if not a.startswith("--world-size") and (i == 0 or argv[i - 1] != "--world-size")]
+        run = launch(args, rest + ["--world-size", "1"])
+        wall = max(r["dissect_s"] for r in run["ranks"])
+        report.update(world_size=args.world_size, ranks=run["ranks"], distributed_s=round(wall, 3),
+                      distributed_cpu_s=round(sum(r["dissect_cpu_s"] for r in run["ranks"]), 3),
+                      speedup_vs_one_process=round(med(one) / wall, 3),
+                      distributed_equals_one_process=all(r["digests"] == {k: digest(d) for k, d in ds_one.items()}
+                                                         for r in run["ranks"]))
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    r, c = report, report["cpu_s"]
+    print(f"dissect_layers {r['model']} {','.join(layers)}, {r['n_images']} items, {r['device']}, batch "
+          f"{r['batch_size']}, {r['threads']} threads, median of {args.repeats}")
+    print(f"  bare forward {r['forward_s']:.2f} s (CPU {c['forward']:.2f}); one process, one pass: "
+          f"{r['one_process_s']:.2f} s (CPU {c['one']:.2f}, ratio {c['one'] / c['forward']:.2f})")
+    if args.world_size > 1:
+        for rk in r["ranks"]:
+            print(f"  rank {rk['rank']}: {rk['items']} items, forward {rk['forward_s']:.2f} s (CPU "
+                  f"{rk['forward_cpu_s']:.2f}), dissect_layers {rk['dissect_s']:.2f} s (CPU {rk['dissect_cpu_s']:.2f}); "
+                  f"passes {rk['passes']}, replayed {rk['passes_replayed']}")
+        print(f"  {r['world_size']} processes: {r['distributed_s']:.2f} s, CPU seconds of all ranks "
+              f"{r['distributed_cpu_s']:.2f}, speed-up {r['speedup_vs_one_process']:.2f}x over one process; every "
+              f"rank equal to one process bit for bit (every layer): {r['distributed_equals_one_process']}")
+    return 0
+
+
 def main(args, argv: list[str]) -> int:
-    if args.worker_out:
-        return worker(args)
+    if args.worker_out:  # (a rank: its threads set by launch's OMP_NUM_THREADS)
+        return layers_worker(args) if args.layers else worker(args)
     # every process gets the same threads (one process too): a CPU convolution may round differently with
     # another intra-op thread count, and the speed-up then measures more processes, not more threads
     threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, args.world_size))
     torch.set_num_threads(threads)
     args.threads = threads
+    if args.layers:
+        return layers_main(args, argv)
     s = setup(args.model, args.n_images, args.device)
     from ..dissection._sharded import in_memory_bytes
     from ..dissection import _data

@@ -27,7 +27,8 @@ Levels are exact over all upsampled pixels, never estimated.
 ``--world-size N``, ``--max-store-bytes B`` or ``--model NAME`` (also ``vgg16``, ``resnet50``:
 random weights at 224x224) measure dissection at scale instead: several processes under
 torchrun and bounded memory vs one process and a bare forward, and each rank's share replayed
-from memory vs read again in every pass (:mod:`._scale`).
+from memory vs read again in every pass (:mod:`._scale`); with ``--layers A,B`` the same for
+``dissect_layers``.
 """
 from __future__ import annotations
 
@@ -125,9 +126,12 @@ def main(argv: list[str] | None = None) -> int:
                         "each rank under --world-size: default torchrun's 1 GiB)")
     p.add_argument("--model", default=None, choices=("toy-classifier", "toy-gan", "vgg16", "resnet50"),
                    help="one model for the scale benchmark (vgg16/resnet50: random weights, 224x224, seg 56x56)")
+    p.add_argument("--layers", default=None,
+                   help="comma-separated layers of --model: time dissect_layers (one model pass for all) instead, "
+                        "in one process and under torchrun with --world-size")
     p.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.world_size > 1 or args.max_store_bytes or args.model or args.worker_out:
+    if args.world_size > 1 or args.max_store_bytes or args.model or args.worker_out or args.layers:
         from . import _scale
 
         args.model = args.model or "toy-classifier"
