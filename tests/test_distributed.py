@@ -112,8 +112,8 @@ def _worker(rank: int, port: int, out: str, scenario: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
                             timeout=datetime.timedelta(seconds=60))
     try:
-        if scenario == "killed":
-            _killed(rank, out_dir)
+        if scenario.startswith("killed"):
+            _killed(rank, out_dir, reading=scenario == "killed-reading")
             return
         for name, (model, layer, data, seg, kw) in scenarios(out_dir / "cache").items():
             with items_through(model) as seen:
@@ -149,18 +149,27 @@ def _worker(rank: int, port: int, out: str, scenario: str) -> None:
 
 
 class DiesOnRank1(RandomSegData):
-    """Rank 1 dies (exit code 7) while reading its shard (in the first pass: the later ones replay it)."""
+    """Rank 1 dies (exit code 7) when it reads item 30 for the ``dies_at``-th time."""
+
+    def __init__(self, n: int, dies_at: int) -> None:
+        super().__init__(n=n)
+        self.dies_at, self.reads = dies_at, 0
 
     def __getitem__(self, i):
         if dist.get_rank() == 1 and i == 30:
-            os._exit(7)
+            self.reads += 1
+            if self.reads == self.dies_at:
+                os._exit(7)
         return super().__getitem__(i)
 
 
-def _killed(rank: int, out_dir: Path) -> None:
+def _killed(rank: int, out_dir: Path, reading: bool) -> None:
+    """Rank 1 dies in the first pass (its share replayed: read once), or in the second pass (``reading``:
+    a budget that makes every pass read the data)."""
+    kw = dict(max_store_bytes=1) if reading else {}
     try:
-        dissect(RandomConv(), "features", DiesOnRank1(n=40), DataSegmenter(), progress=False, k=3, batch_size=7,
-                cache_dir=str(out_dir / "cache"))
+        dissect(RandomConv(), "features", DiesOnRank1(n=40, dies_at=2 if reading else 1), DataSegmenter(),
+                progress=False, k=3, batch_size=7, cache_dir=str(out_dir / "cache"), **kw)
     except RuntimeError:
         (out_dir / f"error-rank{rank}.txt").write_text(traceback.format_exc())
         return
@@ -274,8 +283,9 @@ def test_two_processes_with_a_cache(ranks, tmp_path):
     assert from_cache.config["timings"]["world_size"] == WORLD
 
 
-def test_a_killed_rank_fails_the_others_clearly_and_leaves_no_cache(tmp_path):
-    codes = _spawn(tmp_path, "killed", timeout=120)
+@pytest.mark.parametrize("scenario", ["killed", "killed-reading"])
+def test_a_killed_rank_fails_the_others_clearly_and_leaves_no_cache(tmp_path, scenario):
+    codes = _spawn(tmp_path, scenario, timeout=120)
     assert codes[1] == 7
     assert codes[0] == 0  # rank 0 caught the error (and wrote it down)
     message = (tmp_path / "error-rank0.txt").read_text()
