@@ -108,3 +108,17 @@ def test_context_success_depends_on_what_is_under_the_square():
     assert len(fig.axes[0].patches) == 2
     with pytest.raises(KeyError, match="closest"):
         paint_context(Planted(), "feat", d, RGBSegmenter(), z.view(8, 48), "redd")
+
+
+def test_context_paints_the_units_given():
+    z = torch.zeros(8, 3, 4, 4)
+    z[:, 1, :, :2] = 8.0
+    d = _dissection("feat", 1, levels=(4.0, 10.0, 10.0))  # by IoU 'red' is unit 1, which draws green
+    by_iou = paint_context(Planted(), "feat", d, RGBSegmenter(), z.view(8, 48), "red", n_units=1, places=8,
+                           min_squares=5, seed=1)
+    assert by_iou.units == [1] and all(c["added"] == 0.0 for c in by_iou.contexts.values())
+    given = paint_context(Planted(), "feat", d, RGBSegmenter(), z.view(8, 48), "red", units=[0], places=8,
+                          min_squares=5, seed=1)
+    assert given.units == [0] and given.contexts["green"]["added"] == 1.0
+    with pytest.raises(ValueError, match="numbered 0..2"):
+        paint_context(Planted(), "feat", d, RGBSegmenter(), z.view(8, 48), "red", units=[3])

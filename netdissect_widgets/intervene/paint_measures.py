@@ -343,6 +343,7 @@ def paint_context(
     concept: str,
     *,
     n_units: int = 20,
+    units: Any = None,
     square: int | None = None,
     places: int = 4,
     channel: int = 0,
@@ -354,7 +355,8 @@ def paint_context(
 
     For each latent, ``places`` squares (one feature cell of ``layer`` by default,
     e.g. 8x8 px at an 8x8 layer of a 64 px generator) are chosen at random on the
-    layer's grid; ``concept``'s top ``n_units`` units are inserted in each (one
+    layer's grid; ``concept``'s top ``n_units`` units by IoU (or the given ``units``,
+    e.g. ``causal_units(...).top(20)``) are inserted in each (one
     square per generated image, one generator run per batch). Each square's
     context is the label of ``channel`` (0 = objects) that covers most of it before
     painting; success is the share of the square labelled ``concept`` after minus
@@ -370,7 +372,10 @@ def paint_context(
     cid = _segmenter_concept_id(segmenter, concept)
     if not isinstance(places, int) or places < 1:
         raise ValueError(f"places must be a positive int, got {places!r}")
-    units = concept_units(dissection, concept, min(n_units, dissection.num_units))
+    if units is None:
+        units = concept_units(dissection, concept, min(n_units, dissection.num_units))
+    else:
+        units = _engine.unit_indices(torch.as_tensor(units).detach().cpu(), dissection.num_units, layer)
     before = _generate(generator, z, batch_size)
     n, (height, width) = z.shape[0], before.shape[-2:]
     from ..hooks import Trace
