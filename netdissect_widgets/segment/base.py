@@ -20,6 +20,11 @@ them from a batch of the dataset. It cannot label images it has not seen (a
 generator's output), so it has no ``segment``. :func:`reads_labels_from_data`
 tells the two apart; ``dissect`` reads the labels from the data when it can.
 
+A segmenter may also offer ``concept_scores(images, concept_id) -> (N, H, W)``:
+the probability of one concept at every pixel, differentiable. Nothing requires
+it; :func:`netdissect_widgets.intervene.causal_units` (units chosen by what they
+make) needs it, and the toy world's segmenter has it.
+
 No base class is needed: :class:`Segmenter` and :class:`DataLabels` are
 ``typing.Protocol`` s, so ``isinstance(obj, Segmenter)`` is true for any object
 that has the members.
