@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-units", type=int, default=20, help="top units inserted / removed per concept")
     parser.add_argument("--select", nargs="+", default=["iou", "causal"], choices=["iou", "causal"],
                         help="how the units are chosen (one sweep each): top by IoU, top by causal_units")
-    parser.add_argument("--causal-steps", type=int, default=60, help="Adam steps of causal_units per concept")
+    parser.add_argument("--causal-steps", type=int, default=150, help="Adam steps of causal_units per concept")
     parser.add_argument("--n-context", type=int, default=100, help="samples of the context experiment")
     parser.add_argument("--context-concept", default=None, help="default: most matched units at the best layer")
     parser.add_argument("--n-invert", type=int, default=8, help="images inverted (own samples and real scenes)")

@@ -81,7 +81,7 @@ def causal_units(
     z: torch.Tensor | None = None,
     samples: int = 240,
     square: int | None = None,
-    steps: int = 60,
+    steps: int = 150,
     batch_size: int = 12,
     outside_weight: float = 4.0,
     sparsity: float = 0.05,
