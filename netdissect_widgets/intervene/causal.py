@@ -22,6 +22,7 @@ The segmenter must be differentiable: it needs ``concept_scores(images, concept_
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -204,6 +205,4 @@ def _parameters(obj: Any) -> list[torch.Tensor]:
 
 
 def _eval_if_module(obj: Any):
-    import contextlib
-
     return _engine.eval_mode(obj) if isinstance(obj, nn.Module) else contextlib.nullcontext()
