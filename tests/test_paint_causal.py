@@ -117,6 +117,12 @@ def test_bad_input_says_what_to_do():
         causal_units(gen, "feat", SoftRed(), "red", torch.ones(3), samples=2, steps=1, square=4, progress=False)
     with pytest.raises(ValueError, match="square"):
         causal_units(gen, "feat", SoftRed(), "red", LEVELS, samples=2, steps=1, square=9, progress=False)
+    calls = []
+    handle = gen.register_forward_hook(lambda *_: calls.append(1))
+    with pytest.raises(ValueError, match="levels has 3 entries"):  # found on the first batch, before the rest
+        causal_units(gen, "feat", SoftRed(), "red", torch.ones(3), samples=40, batch_size=4, progress=False)
+    handle.remove()
+    assert len(calls) == 1
     with pytest.raises(ValueError, match="steps"):
         causal_units(gen, "feat", SoftRed(), "red", LEVELS, steps=0, progress=False)
     with pytest.raises(KeyError, match="unknown layer 'nope'"):

@@ -161,21 +161,24 @@ def causal_units(
             p.requires_grad_(False)
         with _engine.eval_mode(generator), _eval_if_module(segmenter):
             with torch.no_grad():  # the unedited probabilities, once (the outside penalty compares with them)
-                p_base = torch.cat([scores(generator(z[s:s + batch_size].to(device)), cid).cpu()
-                                    for s in range(0, z.shape[0], batch_size)])
-            size = tuple(p_base.shape[-2:])
-            side = square if square is not None else min(size) // 2
-            if isinstance(side, bool) or not isinstance(side, int) or not 1 <= side <= min(size):
-                raise ValueError(f"square must be an int side in px between 1 and {min(size)}, got {square!r}")
+                with Trace(generator, layer) as first:  # the first batch also checks levels and square
+                    parts = [scores(generator(z[:batch_size].to(device)), cid).cpu()]
+                width, size = first.output.shape[1], tuple(parts[0].shape[-2:])
+                if width != v.shape[0]:
+                    raise ValueError(f"levels has {v.shape[0]} entries but layer {layer!r} has {width} units; "
+                                     "pass that layer's dissection.levels")
+                side = square if square is not None else min(size) // 2
+                if isinstance(side, bool) or not isinstance(side, int) or not 1 <= side <= min(size):
+                    raise ValueError(f"square must be an int side in px between 1 and {min(size)}, got {square!r}")
+                parts += [scores(generator(z[s:s + batch_size].to(device)), cid).cpu()
+                          for s in range(batch_size, z.shape[0], batch_size)]
+                p_base = torch.cat(parts)
             for _ in tqdm(range(steps), desc=f"causal units: {concept} at {layer}", disable=not progress):
                 pick = torch.randint(0, z.shape[0], (min(batch_size, z.shape[0]),), generator=gen)
                 masks = _random_squares(len(pick), size, side, gen).to(device)
                 gate = torch.sigmoid(theta)
 
                 def edit(out: torch.Tensor, name: str) -> torch.Tensor:
-                    if out.shape[1] != v.shape[0]:
-                        raise ValueError(f"levels has {v.shape[0]} entries but layer {layer!r} has "
-                                         f"{out.shape[1]} units; pass that layer's dissection.levels")
                     a = F.adaptive_max_pool2d(masks, out.shape[-2:]) * gate.view(1, -1, 1, 1)
                     return out * (1 - a) + a * v.view(1, -1, 1, 1).to(out.dtype)
 
