@@ -92,6 +92,11 @@ def test_sweep_by_causal_effect_finds_the_unit_that_iou_missed():
     row = by_effect.rows[0]
     assert row.units == [5] and row.inside_after == 1.0 and row.outside_change == 0.0 and row.passed
     assert by_effect.settings["select"] == "causal" and "causal effect" in by_effect.table()
+    # the whole rankings are kept for painting: by effect unit 5 leads, by IoU unit 1
+    assert by_effect.unit_ranking()["red"][0] == 5 and by_iou.unit_ranking("feat")["red"][0] == 1
+    assert sorted(by_effect.unit_ranking("feat")["red"].tolist()) == list(range(8))
+    with pytest.raises(ValueError, match="was not swept.*feat"):
+        by_effect.unit_ranking("layer9")
 
 
 class NotDifferentiable:

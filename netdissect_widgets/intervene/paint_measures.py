@@ -115,9 +115,20 @@ class LayerSweep:
     inside_target: float
     outside_tolerance: float
     settings: dict = field(default_factory=dict)
+    #: {layer: {concept: every unit, best first}}: the ranking each measured concept's units came from
+    #: (by IoU, or by the gates ``causal_units`` fitted)
+    rankings: dict = field(default_factory=dict)
 
     def for_layer(self, layer: str) -> list[SweepRow]:
         return [r for r in self.rows if r.layer == layer]
+
+    def unit_ranking(self, layer: str | None = None) -> dict[str, torch.Tensor]:
+        """``{concept: units best first}`` of the concepts measured at ``layer`` (default: the best
+        layer), as the sweep ranked them: what ``PaintCanvas(unit_ranking=...)`` paints with."""
+        layer = self.best_layer if layer is None else layer
+        if layer not in self.layers:
+            raise ValueError(f"layer {layer!r} was not swept; the sweep has {', '.join(self.layers)}")
+        return dict(self.rankings.get(layer, {}))
 
     def score(self, layer: str) -> tuple[int, float]:
         """``(concepts passed, mean gain inside)`` of a layer: what :attr:`best_layer` maximises."""
@@ -261,16 +272,17 @@ def paint_layer_sweep(
                 jobs.append((layer, concept, matched))
     from tqdm.auto import tqdm
 
-    rows = []
+    rows, rankings = [], {}
     for layer, concept, matched in tqdm(jobs, desc="paint sweep", disable=not progress):
         d = ds[layer]
         cid = _segmenter_concept_id(segmenter, concept)
         if select == "causal":
             options = {"square": min(h, w), "progress": False, **dict(causal_options or {})}
-            units = causal_units(generator, layer, segmenter, concept, d.levels, **options).top(
-                min(n_units, d.num_units))
+            ranking = causal_units(generator, layer, segmenter, concept, d.levels, **options).order
         else:
-            units = concept_units(d, concept, min(n_units, d.num_units))
+            ranking = concept_units(d, concept, d.num_units)
+        rankings.setdefault(layer, {})[concept] = ranking
+        units = ranking[:min(n_units, d.num_units)]
         pix_before = (seg_before == cid).any(1)
         inserted = _paint_batched(generator, layer, z, lambda s, e: [Stroke(units, mask)], d.levels, batch_size)
         pix_in = (_segment(segmenter, inserted, batch_size) == cid).any(1)
@@ -293,7 +305,8 @@ def paint_layer_sweep(
     return LayerSweep(rows=rows, layers=list(ds), samples=int(z.shape[0]), region=[top, left, h, w],
                       inside_target=float(inside_target), outside_tolerance=float(outside_tolerance),
                       settings={"n_units": n_units, "min_units": min_units, "select": select,
-                                "causal_options": dict(causal_options or {})})
+                                "causal_options": dict(causal_options or {})},
+                      rankings=rankings)
 
 
 @dataclass

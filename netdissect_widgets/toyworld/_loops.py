@@ -59,6 +59,9 @@ class GeneratorConfig:
     #: prediction of a frozen classifier over the batch's fakes), pushing the generator to draw every scene class
     #: (issue #14; prepared and tested for a few CPU steps, NOT used for the shipped weights)
     coverage_weight: float = 0.0
+    #: discriminator-only steps before the generator trains: a fine-tune from existing generator weights
+    #: (``train --init``) starts with a fresh discriminator, whose first gradients would only be noise
+    d_warmup: int = 0
 
 
 def _batch(data: SceneTensors, gen: torch.Generator, batch_size: int, with_seg: bool = False):
@@ -177,17 +180,22 @@ def train_generator(model: ToyGenerator, data: SceneTensors, cfg: GeneratorConfi
         recalibrate_batchnorm(out, cfg.bn_batches, cfg.batch_size, bn_gen)
         return out
 
-    bar = tqdm(range(cfg.steps), desc="generator", disable=not progress)
-    for step in bar:
+    def discriminator_step() -> torch.Tensor:
         real, _ = _batch(data, gen, cfg.batch_size)
         z = torch.randn(cfg.batch_size, model.z_dim, generator=gen, device=device)
         with torch.no_grad():
             fake = model(z)
-        loss_d = F.relu(1.0 - disc(real)).mean() + F.relu(1.0 + disc(fake)).mean()
+        loss = F.relu(1.0 - disc(real)).mean() + F.relu(1.0 + disc(fake)).mean()
         opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
+        loss.backward()
         opt_d.step()
+        return loss
 
+    for _ in tqdm(range(cfg.d_warmup), desc="discriminator warm-up", disable=not progress or not cfg.d_warmup):
+        discriminator_step()
+    bar = tqdm(range(cfg.steps), desc="generator", disable=not progress)
+    for step in bar:
+        loss_d = discriminator_step()
         z = torch.randn(cfg.batch_size, model.z_dim, generator=gen, device=device)
         fake = model(z)
         loss_g = -disc(fake).mean()

@@ -245,10 +245,32 @@ def _metrics(name: str, model: nn.Module, heldout: SceneTensors, out: Path, n_ga
     return {k: stats[k] for k in ("samples", "labelled_fraction", "tv_vs_real_segmented", "tv_vs_real_truth")}
 
 
+def initial_weights(name: str, init: str, device: torch.device) -> dict[str, torch.Tensor]:
+    """The state dict a fine-tune of ``name`` starts from: ``"shipped"`` (the package's checksum-verified
+    weights) or the path of a ``NAME.pt`` state dict (read with ``weights_only=True``)."""
+    from .loaders import load_model
+
+    if init == "shipped":
+        return load_model(name, device).state_dict()
+    path = Path(init)
+    if not path.is_file():
+        raise FileNotFoundError(f"--init {init!r}: no such file; give 'shipped' or the path of a {name}.pt "
+                                f"state dict written by this script")
+    state = torch.load(path, map_location=device, weights_only=True)
+    if not isinstance(state, dict):
+        raise ValueError(f"--init {path}: expected a state dict (name -> tensor), got {type(state).__name__}")
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
 def train_one(name: str, data: SceneTensors, heldout: SceneTensors, device: torch.device, out: Path,
               overrides: dict[str, Any], progress: bool = True, monitor_every: int = 0,
-              n_gan: int = 1000, head: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train model ``name`` on ``data`` (already on ``device``) and save it into ``out``; returns its manifest info."""
+              n_gan: int = 1000, head: dict[str, Any] | None = None, init: str | None = None) -> dict[str, Any]:
+    """Train model ``name`` on ``data`` (already on ``device``) and save it into ``out``; returns its manifest info.
+
+    ``init`` (generator only): fine-tune from ``"shipped"`` or a ``generator.pt`` path instead of from scratch.
+    """
+    if init is not None and name != "generator":
+        raise ValueError(f"--init fine-tunes the generator only, not the {name}")
     cfg = CONFIGS[name]()
     for key, value in overrides.items():
         if value is not None and hasattr(cfg, key):
@@ -256,12 +278,18 @@ def train_one(name: str, data: SceneTensors, heldout: SceneTensors, device: torc
     seed = MODEL_SEEDS[name]
     torch.manual_seed(seed)
     model = build_model(name, model_config(name)).to(device)
+    if init is not None:
+        try:
+            model.load_state_dict(initial_weights(name, init, device))
+        except RuntimeError as err:
+            raise ValueError(f"--init {init!r} does not fit the toy generator's architecture: {err}") from err
     start = time.perf_counter()
     info: dict[str, Any] = {}
 
     def facts(steps: int) -> dict[str, Any]:
         return {"training": {**dataclasses.asdict(cfg), "steps": steps, "seed": seed, "train_size": len(data),
                              "train_seed": TRAIN_SEED, "device": str(device), "torch": torch.__version__,
+                             **({"init": init} if init is not None else {}),
                              "seconds": round(time.perf_counter() - start, 1)}}
 
     if name == "classifier":
@@ -326,6 +354,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--coverage-weight", type=float, default=None,
                         help="generator: weight of the class-coverage term (default 0, the shipped recipe; "
                              "issue #14 proposes it so every scene class is drawn -- untrained so far)")
+    parser.add_argument("--init", default=None, metavar="shipped|PATH",
+                        help="generator: fine-tune from the shipped weights or a generator.pt instead of from "
+                             "scratch (pair it with --d-warmup: the discriminator always starts fresh)")
+    parser.add_argument("--d-warmup", type=int, default=None,
+                        help="generator: discriminator-only steps before the generator trains (default 0)")
+    parser.add_argument("--ema-start", type=int, default=None,
+                        help="generator: step from which the shipped weights average the generator's (default 1000)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
 
@@ -340,6 +375,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "classifier-head" in which and len(which) > 1:
         parser.error("classifier-head runs alone (it refits the head of the classifier already in --out)")
     names = ORDER if "all" in which else tuple(n for n in ORDER if n in which)
+    if args.init is not None and names != ("generator",):
+        parser.error("--init fine-tunes the generator: train 'generator' alone with it")
+    if args.init not in (None, "shipped") and not Path(args.init).is_file():
+        parser.error(f"--init {args.init!r}: no such file; give 'shipped' or the path of a generator.pt")
     progress = not args.no_progress
     workers = max(0, args.workers) if args.workers > 1 else 0
 
@@ -359,10 +398,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"rendered {len(data)} training + {len(heldout)} held-out scenes in {time.perf_counter() - t0:.1f} s",
           flush=True)
     data = data.to(device)
-    overrides = {"steps": args.steps, "batch_size": args.batch_size, "coverage_weight": args.coverage_weight}
+    overrides = {"steps": args.steps, "batch_size": args.batch_size, "coverage_weight": args.coverage_weight,
+                 "d_warmup": args.d_warmup, "ema_start": args.ema_start}
     for name in names:
         train_one(name, data, heldout, device, out, overrides, progress, args.monitor_every, args.gan_samples,
-                  head)
+                  head, init=args.init)
     print(f"total {time.perf_counter() - t0:.1f} s", flush=True)
     return 0
 
