@@ -90,7 +90,7 @@ def test_notebook_runs(path: Path, run_folder: Path, cache_folder: Path):
     env["NDW_CACHE_DIR"] = str(cache_folder)
     before = sorted(p.name for p in run_folder.iterdir())
     client = nbclient.NotebookClient(
-        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(run_folder)}}
+        nb, timeout=1200, kernel_name="python3", resources={"metadata": {"path": str(run_folder)}}
     )
     client.execute(env=env)  # raises CellExecutionError with the traceback on any error
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]

@@ -13,9 +13,12 @@
   :func:`~netdissect_widgets.intervene.causal_units` (``--causal-steps``), fitted on
   other latents in random squares.
 * **context** (:func:`~netdissect_widgets.intervene.paint_context`): at the best
-  layer, the concept with most matched units inserted in one feature cell (8x8 px
-  at an 8x8 layer) at random places, success grouped by the object under the cell
-  (the paper's door experiment: window 17.9%, grass 0.8%, sky 0.2% of door added).
+  layer, each of ``--context-concepts`` (default cloud and water: a sky and a ground
+  concept) inserted with its top ``--n-units`` units by causal effect (the sweep's
+  ranking, or :func:`~netdissect_widgets.intervene.causal_units` fitted for it) in
+  ``--context-square`` px squares at random places, success grouped by the object
+  under the square (the paper's door experiment: window 17.9%, grass 0.8%, sky 0.2%
+  of door added).
 * **inversion** (:func:`~netdissect_widgets.intervene.invert` +
   :func:`~netdissect_widgets.intervene.refine`): PSNR of the reconstruction of
   ``--n-invert`` of the generator's own samples and of real toy scenes, from the best
@@ -110,24 +113,31 @@ def main(argv: list[str] | None = None) -> int:
                         help="how the units are chosen (one sweep each): top by IoU, top by causal_units")
     parser.add_argument("--causal-steps", type=int, default=150, help="Adam steps of causal_units per concept")
     parser.add_argument("--n-context", type=int, default=100, help="samples of the context experiment")
-    parser.add_argument("--context-concept", default=None, help="default: most matched units at the best layer")
+    parser.add_argument("--context-concepts", nargs="+", default=["cloud", "water"],
+                        help="concepts of the context experiment (default: cloud and water)")
+    parser.add_argument("--context-square", type=int, default=8, help="side of the painted squares in px")
     parser.add_argument("--n-invert", type=int, default=8, help="images inverted (own samples and real scenes)")
     parser.add_argument("--invert-steps", type=int, default=200)
     parser.add_argument("--refine-steps", type=int, default=100)
     parser.add_argument("--n-coverage", type=int, default=1000)
     parser.add_argument("--cache-dir", default=None, help="dissection cache (default: none, dissect afresh)")
+    parser.add_argument("--weights-dir", default=None,
+                        help="toy-world weights folder (generator.pt, segmenter.pt, manifest.json) to measure "
+                             "instead of the shipped ones, e.g. a `toyworld.train generator --out DIR` run")
     parser.add_argument("--skip", nargs="*", default=[], choices=["sweep", "context", "invert", "coverage"])
     args = parser.parse_args(argv)
 
     from .. import toyworld
     from ..datasets import ZDataset
     from ..dissection import dissect
-    from ..intervene import paint_context, paint_layer_sweep
+    from ..intervene import causal_units, paint_context, paint_layer_sweep
 
-    gen = toyworld.load_generator("cpu")
-    seg = toyworld.load_segmenter("cpu")
-    out: dict[str, Any] = {"device": "cpu", "torch_threads": torch.get_num_threads()}
-    best = "layer2"
+    gen = toyworld.load_generator("cpu", weights_dir=args.weights_dir)
+    seg = toyworld.load_segmenter("cpu", weights_dir=args.weights_dir)
+    out: dict[str, Any] = {"device": "cpu", "torch_threads": torch.get_num_threads(),
+                           "weights_dir": args.weights_dir or "shipped"}
+    best = "layer4"   # the causal sweep's winner (bench paint --select causal)
+    ranking: dict[str, Any] = {}
     ds: dict[str, Any] = {}
     if "sweep" not in args.skip or "context" not in args.skip:
         t0 = time.perf_counter()
@@ -143,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             sweep = paint_layer_sweep(gen, ds, seg, _z(args.n_z, gen.z_dim, SWEEP_Z_SEED), n_units=args.n_units,
                                       select=select, causal_options={"steps": args.causal_steps}, progress=False)
             best = sweep.best_layer
+            ranking = sweep.unit_ranking(best) if select == "causal" else {}
             out["sweep"][select] = {
                 "samples": sweep.samples, "region": sweep.region, "best_layer": best,
                 "rows": [{**r.__dict__, "outside_change": r.outside_change} for r in sweep.rows],
@@ -150,13 +161,18 @@ def main(argv: list[str] | None = None) -> int:
                 "measured": {layer: len(sweep.for_layer(layer)) for layer in sweep.layers},
                 "table": sweep.table(), "seconds": round(time.perf_counter() - t0, 1)}
     if "context" not in args.skip:
-        t0 = time.perf_counter()
-        d = ds[best]
-        concept = args.context_concept or next(iter(d.concept_counts()))
-        res = paint_context(gen, best, d, seg, _z(args.n_context, gen.z_dim, SWEEP_Z_SEED), concept,
-                            n_units=args.n_units)
-        out["context"] = {"layer": best, "concept": concept, "square": res.square, "contexts": res.contexts,
-                          "table": res.table(), "seconds": round(time.perf_counter() - t0, 1)}
+        out["context"] = {}
+        for concept in args.context_concepts:
+            t0 = time.perf_counter()
+            d = ds[best]
+            units = ranking.get(concept)
+            if units is None:
+                units = causal_units(gen, best, seg, concept, d.levels, steps=args.causal_steps,
+                                     square=args.context_square, progress=False).order
+            res = paint_context(gen, best, d, seg, _z(args.n_context, gen.z_dim, SWEEP_Z_SEED), concept,
+                                units=units[:args.n_units], square=args.context_square)
+            out["context"][concept] = {"layer": best, "square": res.square, "contexts": res.contexts,
+                                       "table": res.table(), "seconds": round(time.perf_counter() - t0, 1)}
     if "invert" not in args.skip:
         with torch.no_grad():
             own = gen(_z(args.n_invert, gen.z_dim, INVERT_Z_SEED))
@@ -177,9 +193,10 @@ def main(argv: list[str] | None = None) -> int:
               f"top {args.n_units} units per concept by {select}, concepts with >= 5 matched units "
               f"(dissections of {args.n_dissect} samples, {out['dissect_seconds']} s; sweep {sweep['seconds']} s)")
         print(sweep["table"])
-    if "context" in out:
-        print("\ncontext:")
-        print(out["context"]["table"])
+    for concept, context in out.get("context", {}).items():
+        print(f"\ncontext of '{concept}' ({args.n_context} samples, units by causal effect, "
+              f"{context['seconds']} s):")
+        print(context["table"])
     if "invert" in out:
         print(f"\ninversion (PSNR dB, mean over {args.n_invert} images; refinement at {best}):")
         print(f"  {'images':<12} {'best start':>10} {f'{args.invert_steps} steps':>10} {'refined':>8} "

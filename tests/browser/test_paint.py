@@ -2,7 +2,7 @@
 
 What the page shows is checked against the kernel (``lab.kernel().json(code)`` runs
 next to the notebook's variables). With ``NDW_SCREENSHOTS=docs/images`` the test also
-writes ``paint_canvas_concepts.png`` (two concepts painted, with the legend) and
+writes ``paint_canvas_concepts.png`` (three concepts painted, with the legend) and
 ``paint_real_scene.png`` (paint on an inverted real scene) for the README.
 """
 from __future__ import annotations
@@ -81,44 +81,52 @@ def test_paint_notebook_default_concept_chosen_concept_and_real_scene(lab, jupyt
     assert painter.locator(".ndw-paint-concept select").input_value() == state0["concept"]
     src0 = painter.locator("img.ndw-paint-edited").get_attribute("src")
     assert src0.startswith("blob:")
-    _stroke(page, painter, rows=(0.15, 0.2, 0.25), cols=(0.2, 0.8))
-    src1 = _wait_new_image(page, painter, src0)
+    _stroke(page, painter, rows=(0.5, 0.6, 0.7), cols=(0.05, 0.3))
+    src = _wait_new_image(page, painter, src0)
     state1 = k.json(_STATE.format(name="painter"))
     assert state1["strokes"] == 1 and state1["changed"] and state1["concepts"] == [state0["concept"]]
     assert state1["runs"] == state0["runs"] + 1, "the generator must run once per stroke, not per mouse move"
     assert state0["concept"] in painter.locator(".ndw-paint-legend").inner_text()
 
-    # 2. the notebook's measured concept, painted over the middle, grows inside the stroke
-    concept = k.json("import json; print(json.dumps(concept))")
-    painter.locator(".ndw-paint-concept select").select_option(label=concept)
-    k.wait_for(f"painter.concept == {concept!r}")
-    _stroke(page, painter)
-    _wait_new_image(page, painter, src1)
-    state2 = k.json(_STATE.format(name="painter"))
-    assert state2["strokes"] == 2 and state2["concepts"][-1] == concept
-    legend = painter.locator(".ndw-paint-legend").inner_text()
-    assert concept in legend and (concept == state0["concept"] or state0["concept"] in legend)
-    share = k.json(_SHARE.format(name="painter", concept=concept))
-    print(f"'{concept}' share inside the stroke: {share['before']:.3f} -> {share['after']:.3f}")
-    assert share["painted"] > 0 and share["after"] > share["before"] + 0.1, share
+    # 2. the notebook's context pair, each painted where it belongs (seed 3: sky above, grass and trees
+    # below), with the units the notebook ranked by causal effect: each grows inside its stroke
+    assert {"cloud", "water"} <= set(k.json("import json; print(json.dumps(sorted(ranking)))"))
+    for n, (concept, rows, cols) in enumerate([("water", (0.7, 0.8, 0.9), (0.55, 0.95)),
+                                               ("cloud", (0.1, 0.15, 0.2), (0.3, 0.7))], start=2):
+        painter.locator(".ndw-paint-concept select").select_option(label=concept)
+        k.wait_for(f"painter.concept == {concept!r}")
+        _stroke(page, painter, rows=rows, cols=cols)
+        src = _wait_new_image(page, painter, src)
+        state = k.json(_STATE.format(name="painter"))
+        assert state["strokes"] == n and state["concepts"][-1] == concept
+        assert concept in painter.locator(".ndw-paint-legend").inner_text()
+        share = k.json(_SHARE.format(name="painter", concept=concept))
+        print(f"'{concept}' share inside the stroke: {share['before']:.3f} -> {share['after']:.3f}")
+        assert share["painted"] > 0 and share["after"] > share["before"] + 0.1, (concept, share)
+    assert state0["concept"] in painter.locator(".ndw-paint-legend").inner_text()
     if os.environ.get("NDW_SCREENSHOTS"):
         page.mouse.move(0, 0)
         _screenshot(page, painter, "paint_canvas_concepts.png")
 
     # the undo button in the page takes the last stroke back
-    src2 = painter.locator("img.ndw-paint-edited").get_attribute("src")
+    src3 = painter.locator("img.ndw-paint-edited").get_attribute("src")
     painter.locator(".ndw-paint-undo").click()
-    _wait_new_image(page, painter, src2)
-    assert k.json(_STATE.format(name="painter"))["strokes"] == 1
+    _wait_new_image(page, painter, src3)
+    assert k.json(_STATE.format(name="painter"))["strokes"] == 2
 
-    # 3. painting on the inverted real scene works
+    # 3. painting on the inverted real scene works: a cloud in its sky (a beach: sky above, sand below)
     r0 = k.json(_STATE.format(name="real_painter"))
     assert r0["strokes"] == 0
     src = real.locator("img.ndw-paint-edited").get_attribute("src")
-    _stroke(page, real)
+    real.locator(".ndw-paint-concept select").select_option(label="cloud")
+    k.wait_for("real_painter.concept == 'cloud'")
+    _stroke(page, real, rows=(0.1, 0.17, 0.24), cols=(0.3, 0.7))
     _wait_new_image(page, real, src)
     r1 = k.json(_STATE.format(name="real_painter"))
     assert r1["strokes"] == 1 and r1["changed"] and r1["runs"] == r0["runs"] + 1
+    share = k.json(_SHARE.format(name="real_painter", concept="cloud"))
+    print(f"'cloud' share inside the stroke on the real scene: {share['before']:.3f} -> {share['after']:.3f}")
+    assert share["after"] > share["before"] + 0.1, share
     if os.environ.get("NDW_SCREENSHOTS"):
         page.mouse.move(0, 0)
         _screenshot(page, real, "paint_real_scene.png")
