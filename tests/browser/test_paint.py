@@ -54,6 +54,11 @@ def _stroke(page, widget, rows=(0.35, 0.45, 0.55, 0.65), cols=(0.3, 0.7)) -> Non
     page.mouse.up()
 
 
+def _legend_shows(widget, concept: str, timeout_ms: float = 30_000) -> None:
+    """Wait until the widget's legend names ``concept`` (the page updates after the kernel does)."""
+    widget.locator(".ndw-paint-legend", has_text=concept).wait_for(timeout=timeout_ms)
+
+
 def _wait_new_image(page, widget, src: str, timeout: float = 60.0) -> str:
     """Wait until the edited image's ``src`` differs from ``src``; return the new one."""
     edited = widget.locator("img.ndw-paint-edited")
@@ -86,7 +91,7 @@ def test_paint_notebook_default_concept_chosen_concept_and_real_scene(lab, jupyt
     state1 = k.json(_STATE.format(name="painter"))
     assert state1["strokes"] == 1 and state1["changed"] and state1["concepts"] == [state0["concept"]]
     assert state1["runs"] == state0["runs"] + 1, "the generator must run once per stroke, not per mouse move"
-    assert state0["concept"] in painter.locator(".ndw-paint-legend").inner_text()
+    _legend_shows(painter, state0["concept"])
 
     # 2. the notebook's context pair, each painted where it belongs (seed 3: sky above, grass and trees
     # below), with the units the notebook ranked by causal effect: each grows inside its stroke
@@ -99,11 +104,11 @@ def test_paint_notebook_default_concept_chosen_concept_and_real_scene(lab, jupyt
         src = _wait_new_image(page, painter, src)
         state = k.json(_STATE.format(name="painter"))
         assert state["strokes"] == n and state["concepts"][-1] == concept
-        assert concept in painter.locator(".ndw-paint-legend").inner_text()
+        _legend_shows(painter, concept)
         share = k.json(_SHARE.format(name="painter", concept=concept))
         print(f"'{concept}' share inside the stroke: {share['before']:.3f} -> {share['after']:.3f}")
         assert share["painted"] > 0 and share["after"] > share["before"] + 0.1, (concept, share)
-    assert state0["concept"] in painter.locator(".ndw-paint-legend").inner_text()
+    _legend_shows(painter, state0["concept"])
     if os.environ.get("NDW_SCREENSHOTS"):
         page.mouse.move(0, 0)
         _screenshot(page, painter, "paint_canvas_concepts.png")
