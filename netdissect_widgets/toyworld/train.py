@@ -6,6 +6,7 @@
     python -m netdissect_widgets.toyworld.train segmenter --device cuda
     python -m netdissect_widgets.toyworld.train classifier --out /tmp/w --steps 10 --train-size 256
     python -m netdissect_widgets.toyworld.train classifier-head     # redo only the classifier's stage 2
+    python -m netdissect_widgets.toyworld.train generator --init shipped --d-warmup 300 --out /tmp/w  # fine-tune
 
 Each model is trained from fixed seeds on scenes rendered with
 ``SceneDataset(train_size, seed=TRAIN_SEED)``, its weights are rounded to float16
@@ -353,7 +354,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"classifier stage 2: training scenes whose features it fits (default {HEAD_TRAIN_SIZE})")
     parser.add_argument("--coverage-weight", type=float, default=None,
                         help="generator: weight of the class-coverage term (default 0, the shipped recipe; "
-                             "issue #14 proposes it so every scene class is drawn -- untrained so far)")
+                             "issue #14 proposes it so every scene class is drawn; a short CPU fine-tune "
+                             "with it drew stripes that fool the classifier, see the README)")
     parser.add_argument("--init", default=None, metavar="shipped|PATH",
                         help="generator: fine-tune from the shipped weights or a generator.pt instead of from "
                              "scratch (pair it with --d-warmup: the discriminator always starts fresh)")
@@ -369,8 +371,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    out = Path(args.out) if args.out else WEIGHTS_DIR
-    out.mkdir(parents=True, exist_ok=True)
     which = {args.which} if isinstance(args.which, str) else set(args.which)
     if "classifier-head" in which and len(which) > 1:
         parser.error("classifier-head runs alone (it refits the head of the classifier already in --out)")
@@ -379,6 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--init fine-tunes the generator: train 'generator' alone with it")
     if args.init not in (None, "shipped") and not Path(args.init).is_file():
         parser.error(f"--init {args.init!r}: no such file; give 'shipped' or the path of a generator.pt")
+    out = Path(args.out) if args.out else WEIGHTS_DIR
+    out.mkdir(parents=True, exist_ok=True)
     progress = not args.no_progress
     workers = max(0, args.workers) if args.workers > 1 else 0
 
