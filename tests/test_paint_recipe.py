@@ -64,3 +64,11 @@ def test_fine_tune_starts_from_given_weights_and_refuses_what_does_not_fit(tmp_p
     with pytest.raises(SystemExit):  # --init with another model is refused before any scene is rendered
         train.main(["classifier", "--init", "shipped", "--out", str(tmp_path / "w")])
     assert not (tmp_path / "w").exists()
+    (tmp_path / "broken.pt").write_bytes(b"not a state dict")
+    with pytest.raises(ValueError, match="not a readable state dict"):
+        train.initial_weights("generator", str(tmp_path / "broken.pt"), torch.device("cpu"))
+    with pytest.raises(SystemExit):  # a missing or unreadable file is refused before any scene is rendered
+        train.main(["generator", "--init", str(tmp_path / "broken.pt"), "--out", str(tmp_path / "w")])
+    with pytest.raises(SystemExit):
+        train.main(["generator", "--init", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "w")])
+    assert not (tmp_path / "w").exists()

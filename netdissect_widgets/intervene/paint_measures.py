@@ -282,7 +282,7 @@ def paint_layer_sweep(
         else:
             ranking = concept_units(d, concept, d.num_units)
         rankings.setdefault(layer, {})[concept] = ranking
-        units = ranking[:min(n_units, d.num_units)]
+        units = ranking[:n_units]   # the ranking holds every unit
         pix_before = (seg_before == cid).any(1)
         inserted = _paint_batched(generator, layer, z, lambda s, e: [Stroke(units, mask)], d.levels, batch_size)
         pix_in = (_segment(segmenter, inserted, batch_size) == cid).any(1)

@@ -257,7 +257,10 @@ def initial_weights(name: str, init: str, device: torch.device) -> dict[str, tor
     if not path.is_file():
         raise FileNotFoundError(f"--init {init!r}: no such file; give 'shipped' or the path of a {name}.pt "
                                 f"state dict written by this script")
-    state = torch.load(path, map_location=device, weights_only=True)
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same message
+        raise ValueError(f"--init {path}: not a readable state dict written by torch.save ({err})") from err
     if not isinstance(state, dict):
         raise ValueError(f"--init {path}: expected a state dict (name -> tensor), got {type(state).__name__}")
     return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
@@ -377,8 +380,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = ORDER if "all" in which else tuple(n for n in ORDER if n in which)
     if args.init is not None and names != ("generator",):
         parser.error("--init fine-tunes the generator: train 'generator' alone with it")
-    if args.init not in (None, "shipped") and not Path(args.init).is_file():
-        parser.error(f"--init {args.init!r}: no such file; give 'shipped' or the path of a generator.pt")
+    if args.init is not None:  # read once here, so a bad file fails before the scenes are rendered
+        try:
+            initial_weights("generator", args.init, torch.device("cpu"))
+        except (FileNotFoundError, ValueError) as err:
+            parser.error(str(err))
     out = Path(args.out) if args.out else WEIGHTS_DIR
     out.mkdir(parents=True, exist_ok=True)
     progress = not args.no_progress
